@@ -1,0 +1,93 @@
+//! The conformance suite every backend runs (feature `conformance`).
+//!
+//! Two halves:
+//!
+//! - [`store`]: the [`SessionStore`](crate::SessionStore) contract call by
+//!   call: create collision, expiry enforced, compare-and-set conflict,
+//!   `Gone` after delete, touch, the principal index, copies, and parallel
+//!   tasks updating one record losing nothing.
+//! - [`http`]: the layer and the store together through an axum `Router`:
+//!   cookie flags, no store call for untouched sessions, no save for reads,
+//!   `cycle_id`, `destroy`, no resurrection, signed cookies and key rotation,
+//!   idle and absolute expiry, garbage cookies, and 100 parallel requests
+//!   through `update` adding exactly 100.
+//!
+//! A backend runs all of them with one macro call in a test file. The
+//! argument is an expression giving a future of a fresh store; each test
+//! evaluates it once. The tests need `tokio` (features `macros`,
+//! `rt-multi-thread`, `time`) as a dev-dependency.
+//!
+//! ```
+//! // session-memory/tests/conformance.rs
+//! session_core::conformance_tests!(async { session_memory::MemoryStore::new() });
+//! # fn main() {}
+//! ```
+
+#![allow(clippy::missing_panics_doc)]
+
+pub mod http;
+pub mod store;
+pub mod support;
+
+/// Generates one `#[tokio::test]` per conformance case for a store factory.
+///
+/// `$factory` is an expression evaluating to a future of a fresh store, for
+/// example `async { MemoryStore::new() }`. With `prefix = name,` first, the
+/// tests sit in a module `name`, so that their full names say so
+/// (`cluster::create_collision`).
+#[macro_export]
+macro_rules! conformance_tests {
+    (prefix = $prefix:ident, $factory:expr) => {
+        mod $prefix {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::conformance_tests!($factory);
+        }
+    };
+    ($factory:expr) => {
+        $crate::__conformance_cases!($factory; store:
+            create_collision,
+            expired_record_never_returned,
+            cas_conflict,
+            gone_after_delete,
+            touch_extends,
+            principal_index,
+            parallel_updates_lose_nothing,
+            parallel_distinct_keys_all_kept,
+            delete_expired_keeps_live,
+            records_are_copies,
+        );
+        $crate::__conformance_cases!($factory; http:
+            new_session_sets_cookie_with_configured_flags,
+            untouched_session_makes_no_store_call,
+            read_only_request_does_not_save,
+            reads_touch_only_after_the_touch_interval,
+            cycle_id_issues_new_cookie_and_kills_old_id,
+            destroy_removes_cookie_and_record,
+            destroyed_session_not_resurrected_by_parallel_request,
+            tampered_signed_cookie_gets_fresh_session,
+            cookie_signed_with_rotated_key_accepted,
+            idle_timeout_enforced,
+            absolute_lifetime_enforced,
+            persistent_expiry_sets_max_age,
+            bad_cookies_get_fresh_session,
+            unknown_id_is_never_adopted,
+            parallel_requests_update_loses_nothing,
+            parallel_requests_inserting_own_key_all_kept,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_cases {
+    ($factory:expr; $module:ident: $($case:ident),* $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let store = $factory.await;
+                $crate::conformance::$module::$case(store).await;
+            }
+        )*
+    };
+}

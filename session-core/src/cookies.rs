@@ -1,0 +1,231 @@
+//! Reading the session cookie from a request and writing `Set-Cookie`.
+//!
+//! Reading never fails: a missing, malformed, oversized, badly signed or
+//! non-UTF-8 cookie simply means "no session", and the request goes on with a
+//! fresh one. Only the first well-formed cookie of our name counts (browsers
+//! send the most specific path first).
+
+use std::time::Duration;
+
+use cookie::{Cookie, CookieJar, Key, SameSite};
+use http::header::{COOKIE, HeaderMap, HeaderValue};
+
+use crate::Id;
+use crate::id::ENCODED_ID_LEN;
+
+/// Length of the base64 HMAC-SHA256 tag the cookie crate prepends to a signed value.
+const SIGNATURE_LEN: usize = 44;
+
+/// The `__Host-` prefix: the browser only accepts such a cookie if it is
+/// Secure, has `Path=/` and no `Domain`, so no subdomain can plant or read it.
+pub(crate) const HOST_PREFIX: &str = "__Host-";
+
+#[derive(Clone, Debug)]
+pub(crate) struct CookieConfig {
+    pub(crate) name: String,
+    pub(crate) domain: Option<String>,
+    pub(crate) path: String,
+    pub(crate) secure: bool,
+    pub(crate) http_only: bool,
+    pub(crate) same_site: SameSite,
+    pub(crate) host_prefix: bool,
+    /// Signing keys: the first signs, all verify. Empty: cookies are unsigned.
+    pub(crate) keys: Vec<Key>,
+}
+
+impl Default for CookieConfig {
+    fn default() -> Self {
+        Self {
+            name: crate::layer::DEFAULT_COOKIE_NAME.to_owned(),
+            domain: None,
+            path: "/".to_owned(),
+            secure: true,
+            http_only: true,
+            same_site: SameSite::Lax,
+            host_prefix: false,
+            keys: Vec::new(),
+        }
+    }
+}
+
+impl CookieConfig {
+    /// The name on the wire, with the `__Host-` prefix when enabled.
+    pub(crate) fn wire_name(&self) -> String {
+        if self.host_prefix {
+            format!("{HOST_PREFIX}{}", self.name)
+        } else {
+            self.name.clone()
+        }
+    }
+
+    /// The session id named by the request's cookies, if any cookie of our
+    /// name is well formed (and, with signing keys, verifies under one of them).
+    pub(crate) fn read(&self, headers: &HeaderMap, wire_name: &str) -> Option<Id> {
+        headers
+            .get_all(COOKIE)
+            .iter()
+            // A header that is not visible ASCII cannot carry one of our ids.
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|header| header.split(';'))
+            .filter_map(|pair| {
+                let (name, value) = pair.split_once('=')?;
+                (name.trim() == wire_name).then(|| value.trim())
+            })
+            .find_map(|value| self.verify(wire_name, strip_quotes(value)))
+    }
+
+    fn verify(&self, wire_name: &str, value: &str) -> Option<Id> {
+        if self.keys.is_empty() {
+            return Id::decode(value);
+        }
+        if value.len() != SIGNATURE_LEN + ENCODED_ID_LEN {
+            return None;
+        }
+        let jar = CookieJar::new();
+        self.keys.iter().find_map(|key| {
+            let cookie = Cookie::new(wire_name.to_owned(), value.to_owned());
+            let verified = jar.signed(key).verify(cookie)?;
+            Id::decode(verified.value())
+        })
+    }
+
+    /// `Set-Cookie` for `id`; `max_age` makes it persistent.
+    pub(crate) fn set(&self, wire_name: &str, id: &Id, max_age: Option<Duration>) -> HeaderValue {
+        let value = match self.keys.first() {
+            None => id.encode(),
+            Some(key) => {
+                let mut jar = CookieJar::new();
+                jar.signed_mut(key)
+                    .add(Cookie::new(wire_name.to_owned(), id.encode()));
+                jar.get(wire_name)
+                    .map(|c| c.value().to_owned())
+                    .unwrap_or_default()
+            }
+        };
+        let mut cookie = self.build(wire_name, value);
+        if let Some(max_age) = max_age {
+            cookie.set_max_age(time::Duration::try_from(max_age).unwrap_or(time::Duration::MAX));
+        }
+        header_value(&cookie)
+    }
+
+    /// `Set-Cookie` that makes the browser drop the session cookie.
+    pub(crate) fn removal(&self, wire_name: &str) -> HeaderValue {
+        let mut cookie = self.build(wire_name, String::new());
+        cookie.make_removal();
+        header_value(&cookie)
+    }
+
+    fn build(&self, wire_name: &str, value: String) -> Cookie<'static> {
+        let mut cookie = Cookie::new(wire_name.to_owned(), value);
+        cookie.set_http_only(self.http_only);
+        cookie.set_same_site(self.same_site);
+        if self.host_prefix {
+            cookie.set_secure(true);
+            cookie.set_path("/");
+        } else {
+            cookie.set_secure(self.secure);
+            cookie.set_path(self.path.clone());
+            if let Some(domain) = &self.domain {
+                cookie.set_domain(domain.clone());
+            }
+        }
+        cookie
+    }
+}
+
+fn strip_quotes(value: &str) -> &str {
+    value
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or(value)
+}
+
+fn header_value(cookie: &Cookie<'_>) -> HeaderValue {
+    // Names come from the configuration, values are base64: the cookie crate's
+    // rendering is always a valid header value. Should a configured name or
+    // domain contain a forbidden byte, the header is left empty rather than panicking.
+    HeaderValue::try_from(cookie.to_string()).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(values: &[&[u8]]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for v in values {
+            map.append(COOKIE, HeaderValue::from_bytes(v).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn reads_our_cookie_among_others() {
+        let config = CookieConfig::default();
+        let id = Id::random().unwrap();
+        let header = format!("a=b; session={}; c=d", id.encode());
+        let got = config.read(&headers(&[header.as_bytes()]), "session");
+        assert_eq!(got, Some(id));
+    }
+
+    #[test]
+    fn garbage_reads_as_no_session() {
+        let config = CookieConfig::default();
+        let big = format!("session={}", "A".repeat(8192));
+        for raw in [
+            &b"session="[..],
+            b"session",
+            b"session=not base64!!",
+            b"session=AAAAAAAAAAAAAAAAAAAAA",
+            b"session=AAAAAAAAAAAAAAAAAAAAAAA",
+            b"session=\xff\xfe\xfdAAAAAAAAAAAAAAAAAAA",
+            big.as_bytes(),
+            b";;;==;=",
+        ] {
+            assert_eq!(config.read(&headers(&[raw]), "session"), None, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn signed_cookie_verifies_with_any_listed_key() {
+        let old = Key::generate();
+        let new = Key::generate();
+        let id = Id::random().unwrap();
+        let signer = CookieConfig {
+            keys: vec![old.clone()],
+            ..CookieConfig::default()
+        };
+        let set = signer.set("session", &id, None);
+        let pair = set.to_str().unwrap().split(';').next().unwrap().to_owned();
+        let rotated = CookieConfig {
+            keys: vec![new.clone(), old],
+            ..CookieConfig::default()
+        };
+        assert_eq!(
+            rotated.read(&headers(&[pair.as_bytes()]), "session"),
+            Some(id)
+        );
+        let dropped = CookieConfig {
+            keys: vec![new],
+            ..CookieConfig::default()
+        };
+        assert_eq!(dropped.read(&headers(&[pair.as_bytes()]), "session"), None);
+        // The unsigned id alone does not pass a signing configuration.
+        let bare = format!("session={}", id.encode());
+        assert_eq!(rotated.read(&headers(&[bare.as_bytes()]), "session"), None);
+    }
+
+    #[test]
+    fn default_flags_are_secure_httponly_lax() {
+        let config = CookieConfig::default();
+        let id = Id::random().unwrap();
+        let set = config.set("session", &id, None);
+        let set = set.to_str().unwrap();
+        assert!(set.contains("Secure"), "{set}");
+        assert!(set.contains("HttpOnly"), "{set}");
+        assert!(set.contains("SameSite=Lax"), "{set}");
+        assert!(set.contains("Path=/"), "{set}");
+        assert!(!set.contains("Max-Age"), "{set}");
+    }
+}

@@ -1,0 +1,353 @@
+//! The tower layer: cookie in, [`Session`](crate::Session) in the request's
+//! extensions, save and `Set-Cookie` after the response.
+//!
+//! Per request the layer
+//!
+//! 1. reads the session cookie. A missing, malformed, oversized or badly
+//!    signed cookie is not an error: the request simply has no session yet;
+//! 2. puts a lazily loading [`Session`](crate::Session) into the request's
+//!    extensions and calls the inner service. A handler that never uses the
+//!    session causes no store call at all;
+//! 3. once the response is produced, saves a changed session with
+//!    compare-and-set (replaying this request's changes after a conflict),
+//!    touches a read one when its idle deadline is due for extension (at
+//!    most once per touch interval), deletes a destroyed one, and sets or
+//!    removes the cookie only when it changed.
+//!
+//! # When the store fails
+//!
+//! Every store call runs under the [operation timeout](SessionLayer::op_timeout).
+//! A handler sees a failing or slow store as a [`SessionError`](crate::SessionError)
+//! from the session method it called. What the client gets is the
+//! [`FailurePolicy`]'s choice: by default `503 Service Unavailable` with
+//! `Retry-After: 1` (the request needed its session and could not have it;
+//! answering as if the user were logged out would be worse), or, with
+//! [`FailurePolicy::Degrade`], the handler's own response, served without a
+//! session and logged.
+//!
+//! ```
+//! use axum::{Router, routing::get};
+//! use session_core::{Session, SessionLayer, SessionError};
+//! use session_memory::MemoryStore;
+//!
+//! async fn handler(session: Session) -> Result<String, SessionError> {
+//!     let n: u64 = session.update("n", |n: Option<u64>| n.unwrap_or(0) + 1).await?;
+//!     Ok(n.to_string())
+//! }
+//!
+//! let app: Router = Router::new()
+//!     .route("/", get(handler))
+//!     .layer(SessionLayer::new(MemoryStore::default()));
+//! ```
+
+mod service;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use ::cookie::{Key, SameSite};
+pub use service::{ResponseFuture, SessionService};
+use tower_layer::Layer;
+
+use crate::cookies::CookieConfig;
+use crate::{Expiry, SessionStore};
+
+/// The cookie name used unless [`SessionLayer::cookie_name`] says otherwise.
+pub const DEFAULT_COOKIE_NAME: &str = "session";
+
+/// Default for [`SessionLayer::op_timeout`].
+pub const DEFAULT_OP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Default for [`SessionLayer::save_attempts`].
+pub const DEFAULT_SAVE_ATTEMPTS: u32 = 16;
+
+/// What the client gets when the session store fails or times out during its request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailurePolicy {
+    /// Answer `503 Service Unavailable` with `Retry-After: 1` instead of the
+    /// handler's response. The default: a request that needed its session is
+    /// not answered as if the user had none.
+    #[default]
+    Reject,
+    /// Serve the handler's response without a session (no cookie change), and log.
+    Degrade,
+}
+
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub(crate) store: Arc<dyn SessionStore>,
+    pub(crate) cookie: CookieConfig,
+    /// The cookie name on the wire (with the `__Host-` prefix if enabled).
+    pub(crate) wire_name: String,
+    pub(crate) expiry: Expiry,
+    pub(crate) touch_interval: Option<Duration>,
+    pub(crate) op_timeout: Duration,
+    pub(crate) failure_policy: FailurePolicy,
+    pub(crate) save_attempts: u32,
+}
+
+/// The session middleware: wrap a router or service with it.
+///
+/// Holds configuration only and is cheap to clone. Secure defaults: the
+/// cookie is `Secure`, `HttpOnly`, `SameSite=Lax`, `Path=/`, a browser-session
+/// cookie, named `session`; sessions end after 24 h idle or 7 days in all
+/// ([`Expiry::default`]). Every setter has the default in its docs.
+///
+/// ```
+/// use std::time::Duration;
+/// use session_core::{Expiry, SessionLayer, FailurePolicy};
+/// use session_memory::MemoryStore;
+///
+/// let layer = SessionLayer::new(MemoryStore::default())
+///     .cookie_name("sid")
+///     .expiry(Expiry::new(Duration::from_secs(30 * 60), Duration::from_secs(12 * 3600)))
+///     .op_timeout(Duration::from_millis(500))
+///     .failure_policy(FailurePolicy::Degrade);
+/// ```
+#[derive(Clone)]
+pub struct SessionLayer {
+    config: Arc<Config>,
+}
+
+impl std::fmt::Debug for SessionLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionLayer")
+            .field("cookie", &self.config.wire_name)
+            .field("expiry", &self.config.expiry)
+            .field("op_timeout", &self.config.op_timeout)
+            .field("failure_policy", &self.config.failure_policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionLayer {
+    /// A layer keeping sessions in `store`, with the secure defaults above.
+    pub fn new(store: impl SessionStore) -> Self {
+        Self::from_arc(Arc::new(store))
+    }
+
+    /// A layer over a store that is shared with the application (for example
+    /// to list a user's sessions).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use session_core::{SessionLayer, SessionStore};
+    /// use session_memory::MemoryStore;
+    ///
+    /// let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::default());
+    /// let layer = SessionLayer::from_arc(store.clone());
+    /// ```
+    pub fn from_arc(store: Arc<dyn SessionStore>) -> Self {
+        let cookie = CookieConfig::default();
+        Self {
+            config: Arc::new(Config {
+                store,
+                wire_name: cookie.wire_name(),
+                cookie,
+                expiry: Expiry::default(),
+                touch_interval: None,
+                op_timeout: DEFAULT_OP_TIMEOUT,
+                failure_policy: FailurePolicy::default(),
+                save_attempts: DEFAULT_SAVE_ATTEMPTS,
+            }),
+        }
+    }
+
+    fn with(mut self, f: impl FnOnce(&mut Config)) -> Self {
+        let config = Arc::make_mut(&mut self.config);
+        f(config);
+        config.wire_name = config.cookie.wire_name();
+        self
+    }
+
+    /// The cookie's name (default `session`).
+    ///
+    /// ```
+    /// # use session_core::SessionLayer;
+    /// # use session_memory::MemoryStore;
+    /// let layer = SessionLayer::new(MemoryStore::default()).cookie_name("sid");
+    /// ```
+    #[must_use]
+    pub fn cookie_name(self, name: impl Into<String>) -> Self {
+        let name = name.into();
+        self.with(|c| c.cookie.name = name)
+    }
+
+    /// The cookie's `Domain` (default none: the cookie goes to the exact host only).
+    ///
+    /// ```
+    /// # use session_core::SessionLayer;
+    /// # use session_memory::MemoryStore;
+    /// let layer = SessionLayer::new(MemoryStore::default()).domain("example.com");
+    /// ```
+    #[must_use]
+    pub fn domain(self, domain: impl Into<String>) -> Self {
+        let domain = domain.into();
+        self.with(|c| c.cookie.domain = Some(domain))
+    }
+
+    /// The cookie's `Path` (default `/`).
+    ///
+    /// ```
+    /// # use session_core::SessionLayer;
+    /// # use session_memory::MemoryStore;
+    /// let layer = SessionLayer::new(MemoryStore::default()).path("/app");
+    /// ```
+    #[must_use]
+    pub fn path(self, path: impl Into<String>) -> Self {
+        let path = path.into();
+        self.with(|c| c.cookie.path = path)
+    }
+
+    /// Whether the cookie is `Secure`, sent over HTTPS only (default `true`).
+    /// Turn it off only for plain-http development on loopback.
+    ///
+    /// ```
+    /// # use session_core::SessionLayer;
+    /// # use session_memory::MemoryStore;
+    /// let layer = SessionLayer::new(MemoryStore::default()).secure(false);
+    /// ```
+    #[must_use]
+    pub fn secure(self, secure: bool) -> Self {
+        self.with(|c| c.cookie.secure = secure)
+    }
+
+    /// Whether the cookie is `HttpOnly`, hidden from JavaScript (default `true`).
+    ///
+    /// ```
+    /// # use session_core::SessionLayer;
+    /// # use session_memory::MemoryStore;
+    /// let layer = SessionLayer::new(MemoryStore::default()).http_only(true);
+    /// ```
+    #[must_use]
+    pub fn http_only(self, http_only: bool) -> Self {
+        self.with(|c| c.cookie.http_only = http_only)
+    }
+
+    /// The cookie's `SameSite` (default `Lax`).
+    ///
+    /// ```
+    /// # use session_core::{SessionLayer, SameSite};
+    /// # use session_memory::MemoryStore;
+    /// let layer = SessionLayer::new(MemoryStore::default()).same_site(SameSite::Strict);
+    /// ```
+    #[must_use]
+    pub fn same_site(self, same_site: SameSite) -> Self {
+        self.with(|c| c.cookie.same_site = same_site)
+    }
+
+    /// Names the cookie `__Host-<name>` (default off). Browsers accept such a
+    /// cookie only if it is Secure, has `Path=/` and no `Domain`, so the layer
+    /// sends it that way whatever `secure`, `path` and `domain` say: no
+    /// subdomain can then plant or overwrite the session cookie.
+    ///
+    /// ```
+    /// # use session_core::SessionLayer;
+    /// # use session_memory::MemoryStore;
+    /// let layer = SessionLayer::new(MemoryStore::default()).host_prefix(true);
+    /// ```
+    #[must_use]
+    pub fn host_prefix(self, enabled: bool) -> Self {
+        self.with(|c| c.cookie.host_prefix = enabled)
+    }
+
+    /// Signs cookies with HMAC-SHA256 under `keys` (default: unsigned).
+    ///
+    /// The first key signs new cookies; every key verifies, so a key can be
+    /// rotated out by putting a new one first and dropping the old one once
+    /// its cookies have expired. The 128-bit id is unguessable either way;
+    /// signing lets the layer turn away forged cookies without asking the store.
+    ///
+    /// ```
+    /// use session_core::{SessionLayer, Key};
+    /// use session_memory::MemoryStore;
+    ///
+    /// let (new, old) = (Key::generate(), Key::generate());
+    /// let layer = SessionLayer::new(MemoryStore::default()).signing_keys([new, old]);
+    /// ```
+    #[must_use]
+    pub fn signing_keys(self, keys: impl IntoIterator<Item = Key>) -> Self {
+        let keys: Vec<Key> = keys.into_iter().collect();
+        self.with(|c| c.cookie.keys = keys)
+    }
+
+    /// The default expiry of new sessions (default [`Expiry::default`]: 24 h
+    /// idle, 7 days absolute, browser-session cookie). A session can choose
+    /// its own with [`Session::set_expiry`](crate::Session::set_expiry).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # use session_core::{Expiry, SessionLayer};
+    /// # use session_memory::MemoryStore;
+    /// let layer = SessionLayer::new(MemoryStore::default())
+    ///     .expiry(Expiry::new(Duration::from_secs(15 * 60), Duration::from_secs(8 * 3600)));
+    /// ```
+    #[must_use]
+    pub fn expiry(self, expiry: Expiry) -> Self {
+        self.with(|c| c.expiry = expiry)
+    }
+
+    /// How often a session that is only read gets its idle deadline extended
+    /// with a `touch` (default: a tenth of its idle timeout, at most 60 s).
+    /// Between touches a read costs one store round trip and no write.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # use session_core::SessionLayer;
+    /// # use session_memory::MemoryStore;
+    /// let layer = SessionLayer::new(MemoryStore::default()).touch_interval(Duration::from_secs(30));
+    /// ```
+    #[must_use]
+    pub fn touch_interval(self, interval: Duration) -> Self {
+        self.with(|c| c.touch_interval = Some(interval))
+    }
+
+    /// The time limit for store calls (default 2 s): a load, and all the
+    /// calls that save a request's session together, each get at most this long.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # use session_core::SessionLayer;
+    /// # use session_memory::MemoryStore;
+    /// let layer = SessionLayer::new(MemoryStore::default()).op_timeout(Duration::from_millis(300));
+    /// ```
+    #[must_use]
+    pub fn op_timeout(self, timeout: Duration) -> Self {
+        self.with(|c| c.op_timeout = timeout)
+    }
+
+    /// What the client gets when the store fails (default [`FailurePolicy::Reject`]).
+    ///
+    /// ```
+    /// # use session_core::{SessionLayer, FailurePolicy};
+    /// # use session_memory::MemoryStore;
+    /// let layer = SessionLayer::new(MemoryStore::default()).failure_policy(FailurePolicy::Degrade);
+    /// ```
+    #[must_use]
+    pub fn failure_policy(self, policy: FailurePolicy) -> Self {
+        self.with(|c| c.failure_policy = policy)
+    }
+
+    /// How many compare-and-set attempts a save makes when parallel requests
+    /// keep saving the same session first (default 16, at least 1). Between
+    /// attempts the layer waits a random, growing pause (at most 64 ms).
+    ///
+    /// ```
+    /// # use session_core::SessionLayer;
+    /// # use session_memory::MemoryStore;
+    /// let layer = SessionLayer::new(MemoryStore::default()).save_attempts(32);
+    /// ```
+    #[must_use]
+    pub fn save_attempts(self, attempts: u32) -> Self {
+        self.with(|c| c.save_attempts = attempts.max(1))
+    }
+}
+
+impl<S> Layer<S> for SessionLayer {
+    type Service = SessionService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SessionService::new(inner, self.config.clone())
+    }
+}

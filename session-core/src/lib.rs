@@ -1,0 +1,31 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod cookies;
+mod error;
+#[cfg(feature = "axum")]
+mod extract;
+mod id;
+pub mod layer;
+pub mod record;
+mod session;
+mod store;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+pub use ::cookie::{Key, SameSite};
+pub use error::{BoxError, SessionError, StoreError};
+#[cfg(feature = "axum")]
+pub use extract::MissingSessionLayer;
+pub use id::{ENCODED_ID_LEN, Id, RandomnessError, STORE_KEY_LEN, StoreKey};
+pub use layer::{FailurePolicy, SessionLayer, SessionService};
+pub use record::{Data, DecodeError, Expiry, Record};
+pub use session::Session;
+pub use store::{SaveOutcome, SessionInfo, SessionStore};
+
+/// Re-exported so backends implement [`SessionStore`] with the same macro version.
+pub use async_trait::async_trait;
+/// Re-exported: record timestamps are [`time::OffsetDateTime`]s.
+pub use time;

@@ -1,0 +1,170 @@
+//! The contract every session backend implements.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::{Data, Record, StoreError, StoreKey};
+
+/// What a compare-and-set [`SessionStore::save`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SaveOutcome {
+    /// The record was written: the stored version equalled `expected_version`.
+    Saved,
+    /// Nothing was written: another writer saved a different version first.
+    /// The caller reloads, reapplies its changes and tries again.
+    Conflict,
+    /// Nothing was written: the record no longer exists (deleted, for
+    /// example by a logout in a parallel request, or expired). The caller must
+    /// not bring it back.
+    Gone,
+}
+
+/// One session of a principal, as listed by [`SessionStore::list_by_principal`]
+/// for "your active sessions" pages.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct SessionInfo {
+    /// The session's store key (not a secret: it cannot be turned into a cookie).
+    pub key: StoreKey,
+    /// When the session was created.
+    pub created_at: OffsetDateTime,
+    /// When it was last used.
+    pub last_access: OffsetDateTime,
+    /// When it expires unless used again.
+    pub expires_at: OffsetDateTime,
+    /// Its data (for example a device name the app stored at login).
+    pub data: Data,
+}
+
+impl SessionInfo {
+    /// The listing entry for a record.
+    pub fn new(key: StoreKey, record: &Record) -> Self {
+        Self {
+            key,
+            created_at: record.created_at,
+            last_access: record.last_access,
+            expires_at: record.expires_at(),
+            data: record.data.clone(),
+        }
+    }
+}
+
+/// A session backend.
+///
+/// Object safe (the layer holds an `Arc<dyn SessionStore>`), `Send + Sync +
+/// 'static`. Records are keyed by [`StoreKey`], never by the raw session id.
+/// Every backend passes the conformance suite in
+/// `session_core::conformance` (feature `conformance`).
+///
+/// All methods copy: a record passed in or returned is the caller's own, and a
+/// later change to it changes nothing in the store.
+///
+/// A record is *live* while `now < record.expires_at()` by the store's clock;
+/// a store treats a record that is not live exactly like an absent one, even
+/// before it purges it.
+///
+/// # Errors
+///
+/// Every method fails with [`StoreError`] when the backend does (connection,
+/// I/O, server error). Outcomes such as "absent", "conflict" and "gone" are
+/// not errors: they are part of each method's answer.
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// Inserts `record` under `key` only if no live record is there.
+    ///
+    /// Returns `true` if it was inserted, `false` if a live record already
+    /// exists (then nothing changed and the caller draws a new id). The check
+    /// and the insert are one atomic step.
+    async fn create(&self, key: &StoreKey, record: &Record) -> Result<bool, StoreError>;
+
+    /// Loads the live record under `key`. Never returns an expired record;
+    /// a stored value that does not decode is returned as `None` and logged.
+    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError>;
+
+    /// Compare-and-set: writes `record` (whose `version` is
+    /// `expected_version + 1`) only if the live record under `key` has version
+    /// `expected_version`.
+    ///
+    /// Returns [`SaveOutcome::Saved`] when written, [`SaveOutcome::Conflict`]
+    /// when a live record with another version is there, and
+    /// [`SaveOutcome::Gone`] when no live record is there. A save never
+    /// creates a record.
+    async fn save(
+        &self,
+        key: &StoreKey,
+        record: &Record,
+        expected_version: u64,
+    ) -> Result<SaveOutcome, StoreError>;
+
+    /// Extends a live record's idle deadline to `idle_deadline` and sets its
+    /// last access to now, without rewriting data or changing its version.
+    /// The record still expires at its absolute deadline at the latest.
+    ///
+    /// Returns `false` if no live record is under `key`.
+    async fn touch(
+        &self,
+        key: &StoreKey,
+        idle_deadline: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+
+    /// Deletes the record under `key`, if any. Deleting an absent key is not an error.
+    async fn delete(&self, key: &StoreKey) -> Result<(), StoreError>;
+
+    /// Lists the live sessions whose record has `principal` set to `principal`.
+    async fn list_by_principal(&self, principal: &str) -> Result<Vec<SessionInfo>, StoreError>;
+
+    /// Deletes every session of `principal` ("log out everywhere") and returns
+    /// how many live sessions were deleted.
+    async fn delete_by_principal(&self, principal: &str) -> Result<u64, StoreError>;
+
+    /// Deletes expired records and returns how many went. Stores whose backend
+    /// expires records natively may return `0`: their records are gone (or
+    /// invisible) already.
+    async fn delete_expired(&self) -> Result<u64, StoreError>;
+}
+
+#[async_trait]
+impl<S: SessionStore + ?Sized> SessionStore for Arc<S> {
+    async fn create(&self, key: &StoreKey, record: &Record) -> Result<bool, StoreError> {
+        (**self).create(key, record).await
+    }
+
+    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
+        (**self).load(key).await
+    }
+
+    async fn save(
+        &self,
+        key: &StoreKey,
+        record: &Record,
+        expected_version: u64,
+    ) -> Result<SaveOutcome, StoreError> {
+        (**self).save(key, record, expected_version).await
+    }
+
+    async fn touch(
+        &self,
+        key: &StoreKey,
+        idle_deadline: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        (**self).touch(key, idle_deadline).await
+    }
+
+    async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
+        (**self).delete(key).await
+    }
+
+    async fn list_by_principal(&self, principal: &str) -> Result<Vec<SessionInfo>, StoreError> {
+        (**self).list_by_principal(principal).await
+    }
+
+    async fn delete_by_principal(&self, principal: &str) -> Result<u64, StoreError> {
+        (**self).delete_by_principal(principal).await
+    }
+
+    async fn delete_expired(&self) -> Result<u64, StoreError> {
+        (**self).delete_expired().await
+    }
+}
