@@ -133,6 +133,24 @@ pub struct Record {
     pub persistent: bool,
 }
 
+/// An empty record at the Unix epoch (so: expired), version 0. Backends that
+/// decode a record from their own fields start from this and fill every field.
+impl Default for Record {
+    fn default() -> Self {
+        Self {
+            data: Data::new(),
+            version: 0,
+            created_at: OffsetDateTime::UNIX_EPOCH,
+            last_access: OffsetDateTime::UNIX_EPOCH,
+            idle_deadline: OffsetDateTime::UNIX_EPOCH,
+            absolute_deadline: OffsetDateTime::UNIX_EPOCH,
+            principal: None,
+            idle_timeout: Duration::ZERO,
+            persistent: false,
+        }
+    }
+}
+
 /// The current time truncated to whole milliseconds, the precision records keep.
 pub fn now() -> OffsetDateTime {
     truncate_ms(OffsetDateTime::now_utc())
@@ -143,11 +161,14 @@ fn truncate_ms(t: OffsetDateTime) -> OffsetDateTime {
     from_unix_ms(ms as i64)
 }
 
-fn to_unix_ms(t: OffsetDateTime) -> i64 {
+/// Unix milliseconds of `t`, the precision records keep (for backends that
+/// store timestamps as integers).
+pub fn to_unix_ms(t: OffsetDateTime) -> i64 {
     (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
-fn from_unix_ms(ms: i64) -> OffsetDateTime {
+/// The instant `ms` Unix milliseconds (the epoch if out of range).
+pub fn from_unix_ms(ms: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }

@@ -1,0 +1,1 @@
+//! Postgres session store (in progress).
