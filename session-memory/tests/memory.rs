@@ -1,0 +1,66 @@
+//! Behaviour of the memory store beyond the shared contract: the capacity
+//! bound and handing sessions to another store.
+
+use std::time::Duration;
+
+use serde_json::json;
+use session_core::conformance::store::{new_key, new_record, record_expiring_in};
+use session_core::{SessionStore, StoreKey};
+use session_memory::MemoryStore;
+
+#[tokio::test]
+async fn capacity_bounds_the_number_of_sessions() {
+    let store = MemoryStore::with_capacity(100);
+    for _ in 0..1_000 {
+        assert!(store.create(&new_key(), &new_record()).await.unwrap());
+    }
+    // Eviction is the cache's housekeeping; run it so the count is exact.
+    store.delete_expired().await.unwrap();
+    assert!(store.len() <= 100, "{} sessions held", store.len());
+}
+
+#[tokio::test]
+async fn drain_into_moves_every_live_session_and_its_data() {
+    let (local, next) = (MemoryStore::new(), MemoryStore::new());
+    let mut keys: Vec<StoreKey> = Vec::new();
+    for i in 0..200 {
+        let key = new_key();
+        let mut record = new_record();
+        record.data.insert("i".into(), json!(i));
+        record.principal = Some(format!("user{}", i % 10));
+        assert!(local.create(&key, &record).await.unwrap());
+        keys.push(key);
+    }
+    let dead = new_key();
+    assert!(
+        local
+            .create(&dead, &record_expiring_in(Duration::from_millis(50)))
+            .await
+            .unwrap()
+    );
+    // Already in the target: skipped, and kept on both sides.
+    let shared = new_key();
+    assert!(local.create(&shared, &new_record()).await.unwrap());
+    assert!(next.create(&shared, &new_record()).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let report = local.drain_into(&next).await.unwrap();
+    assert_eq!(report.moved, 200);
+    assert_eq!(report.skipped, 1);
+    for (i, key) in keys.iter().enumerate() {
+        let record = next.load(key).await.unwrap().expect("moved");
+        assert_eq!(record.data["i"], json!(i));
+        assert_eq!(local.load(key).await.unwrap(), None, "still held locally");
+    }
+    assert_eq!(
+        next.load(&dead).await.unwrap(),
+        None,
+        "an expired session moved"
+    );
+    assert_eq!(
+        next.list_by_principal("user3").await.unwrap().len(),
+        20,
+        "the principal index came along"
+    );
+    assert!(local.load(&shared).await.unwrap().is_some());
+}
