@@ -1,0 +1,173 @@
+//! [`AnyStore`]: whichever backend the config picked, behind one type.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use session_core::time::OffsetDateTime;
+use session_core::{
+    BoxError, Record, SaveOutcome, SessionInfo, SessionLayer, SessionStore, StoreError, StoreKey,
+    async_trait,
+};
+
+use crate::{Backend, ConfigError, StoreConfig};
+
+/// A connected store of any backend: cheap to clone (clones share it).
+///
+/// Made by [`StoreConfig::connect`]; [`AnyStore::layer`] gives the session
+/// layer with the config's operation timeout applied. Keep a clone for the
+/// app's own store calls (for example an "active sessions" page).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use session::StoreConfig;
+///
+/// let url = std::env::var("SESSION_STORE").unwrap_or_else(|_| "memory://".into());
+/// # let url = "memory://?timeout=1s";
+/// let store = StoreConfig::from_url(&url)?.connect().await?;
+/// let layer = store.layer();
+/// assert_eq!(store.backend(), "memory");
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct AnyStore {
+    inner: Arc<dyn SessionStore>,
+    backend: &'static str,
+    op_timeout: Option<Duration>,
+}
+
+impl std::fmt::Debug for AnyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnyStore")
+            .field("backend", &self.backend)
+            .field("op_timeout", &self.op_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Connecting a [`StoreConfig`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The config cannot be used (for example a backend not compiled in).
+    #[error("invalid session store config")]
+    Config(#[from] ConfigError),
+    /// The backend could not be reached or set up (its client's error is the source).
+    #[error("could not connect the {backend} session store")]
+    Backend {
+        /// The backend.
+        backend: &'static str,
+        /// What its client said.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl AnyStore {
+    /// Wraps any store; `backend` names it in logs and [`AnyStore::backend`].
+    pub fn new(backend: &'static str, store: impl SessionStore) -> Self {
+        Self {
+            inner: Arc::new(store),
+            backend,
+            op_timeout: None,
+        }
+    }
+
+    /// The backend's name: `memory`, `redis`, `redis+cluster` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        self.backend
+    }
+
+    /// The store as a shared trait object.
+    pub fn as_arc(&self) -> Arc<dyn SessionStore> {
+        self.inner.clone()
+    }
+
+    /// A [`SessionLayer`] over this store, with the config's operation
+    /// timeout if it set one. Chain further builder calls as usual.
+    pub fn layer(&self) -> SessionLayer {
+        let layer = SessionLayer::from_arc(self.inner.clone());
+        match self.op_timeout {
+            Some(timeout) => layer.op_timeout(timeout),
+            None => layer,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// Connects the configured backend (for Postgres, also runs its migrations).
+    ///
+    /// # Errors
+    ///
+    /// [`ConnectError::Config`] for a backend not compiled in,
+    /// [`ConnectError::Backend`] when the backend cannot be reached or set up.
+    pub async fn connect(&self) -> Result<AnyStore, ConnectError> {
+        let mut store = connect_backend(&self.backend).await?;
+        store.op_timeout = self.op_timeout();
+        Ok(store)
+    }
+}
+
+async fn connect_backend(backend: &Backend) -> Result<AnyStore, ConnectError> {
+    match backend {
+        #[cfg(feature = "memory")]
+        Backend::Memory { capacity } => {
+            let store = session_memory::MemoryStore::with_capacity(
+                capacity.unwrap_or(session_memory::DEFAULT_CAPACITY),
+            );
+            Ok(AnyStore::new("memory", store))
+        }
+        #[cfg(not(feature = "memory"))]
+        Backend::Memory { .. } => Err(ConfigError::NotCompiledIn("memory").into()),
+        #[cfg(not(feature = "redis"))]
+        Backend::Redis { .. } | Backend::RedisCluster { .. } => {
+            Err(ConfigError::NotCompiledIn("redis").into())
+        }
+        #[cfg(not(feature = "postgres"))]
+        Backend::Postgres { .. } => Err(ConfigError::NotCompiledIn("postgres").into()),
+    }
+}
+
+#[async_trait]
+impl SessionStore for AnyStore {
+    async fn create(&self, key: &StoreKey, record: &Record) -> Result<bool, StoreError> {
+        self.inner.create(key, record).await
+    }
+
+    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
+        self.inner.load(key).await
+    }
+
+    async fn save(
+        &self,
+        key: &StoreKey,
+        record: &Record,
+        expected_version: u64,
+    ) -> Result<SaveOutcome, StoreError> {
+        self.inner.save(key, record, expected_version).await
+    }
+
+    async fn touch(
+        &self,
+        key: &StoreKey,
+        idle_deadline: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.inner.touch(key, idle_deadline).await
+    }
+
+    async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
+        self.inner.delete(key).await
+    }
+
+    async fn list_by_principal(&self, principal: &str) -> Result<Vec<SessionInfo>, StoreError> {
+        self.inner.list_by_principal(principal).await
+    }
+
+    async fn delete_by_principal(&self, principal: &str) -> Result<u64, StoreError> {
+        self.inner.delete_by_principal(principal).await
+    }
+
+    async fn delete_expired(&self) -> Result<u64, StoreError> {
+        self.inner.delete_expired().await
+    }
+}

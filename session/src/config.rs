@@ -1,0 +1,528 @@
+//! [`StoreConfig`]: one value that picks the backend, from a URL or a config file.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Which backend keeps the sessions, and how to reach it.
+///
+/// Parse it from a URL with [`StoreConfig::from_url`] (typically the
+/// `SESSION_STORE` environment variable), or deserialize it from a config
+/// file; then [`connect`](StoreConfig::connect) it. An app built once runs
+/// on every backend compiled in:
+///
+/// | URL | backend |
+/// |---|---|
+/// | `memory://?capacity=100000` | in-process memory (stateful) |
+/// | `redis://127.0.0.1:6379/0?pool=16&prefix=myapp:` | one Redis server |
+/// | `redis+cluster://10.0.0.1:7000,10.0.0.2:7000?prefix=myapp:` | Redis Cluster (seed nodes) |
+/// | `postgres://app@db/app?schema=sessions&table=sessions&pool=10` | Postgres |
+///
+/// Every URL also takes `timeout`, the store operation timeout of the
+/// layer (`500ms`, `2s`, or milliseconds as a bare number). Options the
+/// backend's own client understands (for example Postgres' `sslmode`) are
+/// passed through; an unknown option of ours is an error naming it.
+///
+/// ```
+/// use session::{Backend, StoreConfig};
+///
+/// let config = StoreConfig::from_url("redis://127.0.0.1:6379/2?prefix=app:&timeout=500ms")?;
+/// assert_eq!(config.op_timeout(), Some(std::time::Duration::from_millis(500)));
+/// assert!(matches!(config.backend, Backend::Redis { .. }));
+///
+/// // The same, from a config file:
+/// let from_file: StoreConfig = serde_json::from_str(
+///     r#"{ "backend": "redis", "url": "redis://127.0.0.1:6379/2", "prefix": "app:", "op_timeout_ms": 500 }"#,
+/// ).unwrap();
+/// assert_eq!(from_file, config);
+/// # Ok::<(), session::ConfigError>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct StoreConfig {
+    /// The backend and its settings.
+    #[serde(flatten)]
+    pub backend: Backend,
+    /// The layer's store operation timeout in milliseconds (default: the layer's, 2 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub op_timeout_ms: Option<u64>,
+}
+
+/// A backend and its settings. Every variant exists whatever features are
+/// compiled in, so a config file always parses; connecting to a backend that
+/// is not compiled in is a [`ConfigError::NotCompiledIn`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "backend", rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum Backend {
+    /// The in-process memory store.
+    Memory {
+        /// At most this many sessions (default 1 000 000).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        capacity: Option<u64>,
+    },
+    /// One Redis server.
+    Redis {
+        /// `redis://[user:password@]host[:port][/db]`, without our options.
+        url: String,
+        /// Connection pool size.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pool: Option<usize>,
+        /// Key prefix.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prefix: Option<String>,
+    },
+    /// A Redis Cluster.
+    RedisCluster {
+        /// Seed nodes, each `redis://host:port`.
+        nodes: Vec<String>,
+        /// Connection pool size.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pool: Option<usize>,
+        /// Key prefix.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prefix: Option<String>,
+    },
+    /// Postgres.
+    Postgres {
+        /// `postgres://user[:password]@host[:port]/db[?client options]`, without our options.
+        url: String,
+        /// Schema of the sessions table (default `public`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        schema: Option<String>,
+        /// Name of the sessions table (default `sessions`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        table: Option<String>,
+        /// Connection pool size.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pool: Option<u32>,
+    },
+}
+
+/// A store URL or config that cannot be used. Each variant names the part at fault.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The URL has no `scheme://`, or is not a URL at all.
+    #[error("store URL `{0}` is not of the form scheme://...")]
+    NotAUrl(String),
+    /// A scheme no backend answers to.
+    #[error(
+        "unknown store scheme `{0}` (expected memory, redis, redis+cluster, postgres or postgresql)"
+    )]
+    UnknownScheme(String),
+    /// The URL names no host where one is needed.
+    #[error("store URL has no host")]
+    MissingHost,
+    /// A host's port is not a number from 1 to 65535.
+    #[error("invalid port `{0}`")]
+    InvalidPort(String),
+    /// A query option this backend does not take.
+    #[error("unknown option `{option}` for the {backend} store")]
+    UnknownOption {
+        /// The backend.
+        backend: &'static str,
+        /// The option as written.
+        option: String,
+    },
+    /// A query option with a value that does not parse.
+    #[error("invalid value `{value}` for option `{option}`: {expected}")]
+    InvalidOption {
+        /// The option.
+        option: String,
+        /// The value as written.
+        value: String,
+        /// What a valid value looks like.
+        expected: &'static str,
+    },
+    /// The config asks for a backend this build does not include.
+    #[error("the {0} store is not compiled in: enable the `session` crate's `{0}` feature")]
+    NotCompiledIn(&'static str),
+}
+
+impl StoreConfig {
+    /// A config for `backend` with the layer's default timeout.
+    pub fn new(backend: Backend) -> Self {
+        Self {
+            backend,
+            op_timeout_ms: None,
+        }
+    }
+
+    /// The memory store with its default capacity: what apps start with.
+    pub fn memory() -> Self {
+        Self::new(Backend::Memory { capacity: None })
+    }
+
+    /// The store operation timeout, if the config sets one.
+    pub fn op_timeout(&self) -> Option<Duration> {
+        self.op_timeout_ms.map(Duration::from_millis)
+    }
+
+    /// Parses a store URL (see the table on [`StoreConfig`]).
+    ///
+    /// ```
+    /// use session::{ConfigError, StoreConfig};
+    ///
+    /// assert!(StoreConfig::from_url("memory://").is_ok());
+    /// assert_eq!(
+    ///     StoreConfig::from_url("redis://localhost:6379?pool_size=4"),
+    ///     Err(ConfigError::UnknownOption { backend: "redis", option: "pool_size".into() }),
+    /// );
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the scheme, port or option at fault.
+    pub fn from_url(url: &str) -> Result<Self, ConfigError> {
+        let url = url.trim();
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| ConfigError::NotAUrl(url.to_owned()))?;
+        let (body, query) = match rest.split_once('?') {
+            Some((body, query)) => (body, query),
+            None => (rest, ""),
+        };
+        let mut options = Options::parse(query);
+        let op_timeout_ms = options.take("timeout", parse_timeout, TIMEOUT_FORMAT)?;
+        let backend = match scheme.to_ascii_lowercase().as_str() {
+            "memory" => {
+                let capacity =
+                    options.take("capacity", |v| v.parse().ok(), "a number of sessions")?;
+                options.finish("memory", false)?;
+                Backend::Memory { capacity }
+            }
+            "redis" => {
+                let pool = options.take("pool", parse_pool, "a pool size from 1")?;
+                let prefix = options.take("prefix", |v| Some(v.to_owned()), "a string")?;
+                options.finish("redis", false)?;
+                check_hosts(body, false)?;
+                Backend::Redis {
+                    url: format!("redis://{body}"),
+                    pool,
+                    prefix,
+                }
+            }
+            "redis+cluster" => {
+                let pool = options.take("pool", parse_pool, "a pool size from 1")?;
+                let prefix = options.take("prefix", |v| Some(v.to_owned()), "a string")?;
+                options.finish("redis+cluster", false)?;
+                let nodes = check_hosts(body, true)?
+                    .into_iter()
+                    .map(|host| format!("redis://{host}"))
+                    .collect();
+                Backend::RedisCluster {
+                    nodes,
+                    pool,
+                    prefix,
+                }
+            }
+            "postgres" | "postgresql" => {
+                let schema = options.take("schema", |v| Some(v.to_owned()), "an identifier")?;
+                let table = options.take("table", |v| Some(v.to_owned()), "an identifier")?;
+                let pool = options.take(
+                    "pool",
+                    |v| v.parse().ok().filter(|n| *n > 0),
+                    "a pool size from 1",
+                )?;
+                // Everything else is the Postgres client's (sslmode, application_name, ...).
+                let passthrough = options.finish("postgres", true)?;
+                check_hosts(authority(body), false)?;
+                let url = if passthrough.is_empty() {
+                    format!("{scheme}://{body}")
+                } else {
+                    format!("{scheme}://{body}?{passthrough}")
+                };
+                Backend::Postgres {
+                    url,
+                    schema,
+                    table,
+                    pool,
+                }
+            }
+            other => return Err(ConfigError::UnknownScheme(other.to_owned())),
+        };
+        Ok(Self {
+            backend,
+            op_timeout_ms,
+        })
+    }
+}
+
+const TIMEOUT_FORMAT: &str = "a duration like 500ms or 2s";
+
+fn parse_timeout(value: &str) -> Option<u64> {
+    let (number, scale) = if let Some(ms) = value.strip_suffix("ms") {
+        (ms, 1)
+    } else if let Some(s) = value.strip_suffix('s') {
+        (s, 1000)
+    } else {
+        (value, 1)
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .filter(|ms| *ms > 0)
+}
+
+fn parse_pool(value: &str) -> Option<usize> {
+    value.parse().ok().filter(|n| *n > 0)
+}
+
+/// The `host[:port]` part of `[user[:password]@]host[:port][/path]`.
+fn authority(body: &str) -> &str {
+    let body = body.split('/').next().unwrap_or("");
+    body.rsplit_once('@').map_or(body, |(_, host)| host)
+}
+
+/// Checks each comma-separated `host[:port]` (or one, unless `many`);
+/// returns them.
+fn check_hosts(body: &str, many: bool) -> Result<Vec<String>, ConfigError> {
+    let hosts = if many { body } else { authority(body) };
+    let mut checked = Vec::new();
+    for host in hosts.split(',') {
+        let host = host.trim();
+        let (name, port) = match host.rsplit_once(':') {
+            // An IPv6 literal without a port: `[::1]`.
+            Some((name, port)) if !port.ends_with(']') => (name, Some(port)),
+            _ => (host, None),
+        };
+        if name.is_empty() {
+            return Err(ConfigError::MissingHost);
+        }
+        if let Some(port) = port
+            && !matches!(port.parse::<u16>(), Ok(p) if p > 0)
+        {
+            return Err(ConfigError::InvalidPort(port.to_owned()));
+        }
+        if many && port.is_none() {
+            return Err(ConfigError::InvalidPort(String::new()));
+        }
+        checked.push(host.to_owned());
+    }
+    Ok(checked)
+}
+
+/// Query options, consumed one by one so leftovers can be reported.
+struct Options(Vec<(String, String)>);
+
+impl Options {
+    fn parse(query: &str) -> Self {
+        Self(
+            url::form_urlencoded::parse(query.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        )
+    }
+
+    fn take<T>(
+        &mut self,
+        option: &str,
+        parse: impl Fn(&str) -> Option<T>,
+        expected: &'static str,
+    ) -> Result<Option<T>, ConfigError> {
+        let Some(at) = self.0.iter().position(|(k, _)| k == option) else {
+            return Ok(None);
+        };
+        let (_, value) = self.0.remove(at);
+        parse(&value).map(Some).ok_or(ConfigError::InvalidOption {
+            option: option.to_owned(),
+            value,
+            expected,
+        })
+    }
+
+    /// Errors on a leftover option, or (with `passthrough`) returns them re-encoded.
+    fn finish(self, backend: &'static str, passthrough: bool) -> Result<String, ConfigError> {
+        match self.0.first() {
+            Some((option, _)) if !passthrough => Err(ConfigError::UnknownOption {
+                backend,
+                option: option.clone(),
+            }),
+            _ => Ok(url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(&self.0)
+                .finish()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn redis(url: &str, pool: Option<usize>, prefix: Option<&str>) -> Backend {
+        Backend::Redis {
+            url: url.into(),
+            pool,
+            prefix: prefix.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn valid_urls() {
+        let cases: Vec<(&str, Backend, Option<u64>)> = vec![
+            ("memory://", Backend::Memory { capacity: None }, None),
+            (
+                "memory://?capacity=5000",
+                Backend::Memory {
+                    capacity: Some(5000),
+                },
+                None,
+            ),
+            (
+                "MEMORY://?timeout=2s",
+                Backend::Memory { capacity: None },
+                Some(2000),
+            ),
+            (
+                "redis://127.0.0.1:6379",
+                redis("redis://127.0.0.1:6379", None, None),
+                None,
+            ),
+            (
+                "redis://localhost",
+                redis("redis://localhost", None, None),
+                None,
+            ),
+            (
+                "redis://:secret@10.1.2.3:6380/2?pool=32&prefix=app%3A&timeout=750ms",
+                redis("redis://:secret@10.1.2.3:6380/2", Some(32), Some("app:")),
+                Some(750),
+            ),
+            (
+                "redis://[::1]:6379/0",
+                redis("redis://[::1]:6379/0", None, None),
+                None,
+            ),
+            (
+                "redis+cluster://127.0.0.1:7000,127.0.0.1:7001,127.0.0.1:7002?prefix=s:",
+                Backend::RedisCluster {
+                    nodes: vec![
+                        "redis://127.0.0.1:7000".into(),
+                        "redis://127.0.0.1:7001".into(),
+                        "redis://127.0.0.1:7002".into(),
+                    ],
+                    pool: None,
+                    prefix: Some("s:".into()),
+                },
+                None,
+            ),
+            (
+                "postgres://app@db.internal/app?schema=auth&table=web_sessions&pool=8&timeout=1500",
+                Backend::Postgres {
+                    url: "postgres://app@db.internal/app".into(),
+                    schema: Some("auth".into()),
+                    table: Some("web_sessions".into()),
+                    pool: Some(8),
+                },
+                Some(1500),
+            ),
+            (
+                "postgresql://u:p@127.0.0.1:5433/db?sslmode=disable&schema=s",
+                Backend::Postgres {
+                    url: "postgresql://u:p@127.0.0.1:5433/db?sslmode=disable".into(),
+                    schema: Some("s".into()),
+                    table: None,
+                    pool: None,
+                },
+                None,
+            ),
+        ];
+        for (url, backend, timeout) in cases {
+            let config = StoreConfig::from_url(url).unwrap_or_else(|e| panic!("{url}: {e}"));
+            assert_eq!(config.backend, backend, "{url}");
+            assert_eq!(config.op_timeout_ms, timeout, "{url}");
+        }
+    }
+
+    #[test]
+    fn invalid_urls_name_the_bad_part() {
+        let unknown = |backend, option: &str| ConfigError::UnknownOption {
+            backend,
+            option: option.into(),
+        };
+        let invalid = |option: &str, value: &str, expected| ConfigError::InvalidOption {
+            option: option.into(),
+            value: value.into(),
+            expected,
+        };
+        let cases: Vec<(&str, ConfigError)> = vec![
+            ("", ConfigError::NotAUrl(String::new())),
+            (
+                "127.0.0.1:6379",
+                ConfigError::NotAUrl("127.0.0.1:6379".into()),
+            ),
+            ("mysql://db/app", ConfigError::UnknownScheme("mysql".into())),
+            ("rediss://host", ConfigError::UnknownScheme("rediss".into())),
+            (
+                "redis://host:notaport",
+                ConfigError::InvalidPort("notaport".into()),
+            ),
+            (
+                "redis://host:70000",
+                ConfigError::InvalidPort("70000".into()),
+            ),
+            ("redis://host:0", ConfigError::InvalidPort("0".into())),
+            ("redis://", ConfigError::MissingHost),
+            ("redis://host?pool_size=3", unknown("redis", "pool_size")),
+            (
+                "redis://host?pool=0",
+                invalid("pool", "0", "a pool size from 1"),
+            ),
+            (
+                "redis://host?pool=many",
+                invalid("pool", "many", "a pool size from 1"),
+            ),
+            (
+                "memory://?capacity=-1",
+                invalid("capacity", "-1", "a number of sessions"),
+            ),
+            ("memory://?prefix=x", unknown("memory", "prefix")),
+            (
+                "memory://?timeout=soon",
+                invalid("timeout", "soon", TIMEOUT_FORMAT),
+            ),
+            (
+                "memory://?timeout=0ms",
+                invalid("timeout", "0ms", TIMEOUT_FORMAT),
+            ),
+            (
+                "redis+cluster://a:7000,b",
+                ConfigError::InvalidPort(String::new()),
+            ),
+            ("redis+cluster://a:7000,:7001", ConfigError::MissingHost),
+            (
+                "redis+cluster://a:7000,b:x",
+                ConfigError::InvalidPort("x".into()),
+            ),
+            (
+                "redis+cluster://a:1?schema=s",
+                unknown("redis+cluster", "schema"),
+            ),
+            (
+                "postgres://u@db:5x/app",
+                ConfigError::InvalidPort("5x".into()),
+            ),
+            ("postgres://u@/app", ConfigError::MissingHost),
+            (
+                "postgres://db/app?pool=0",
+                invalid("pool", "0", "a pool size from 1"),
+            ),
+        ];
+        for (url, expected) in cases {
+            assert_eq!(StoreConfig::from_url(url), Err(expected), "{url}");
+        }
+    }
+
+    #[test]
+    fn errors_say_what_is_wrong() {
+        let error = StoreConfig::from_url("redis://h?colour=blue").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "unknown option `colour` for the redis store"
+        );
+        let error = StoreConfig::from_url("redis://h:99999").unwrap_err();
+        assert_eq!(error.to_string(), "invalid port `99999`");
+    }
+}

@@ -1,0 +1,17 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod any;
+mod config;
+mod migrating;
+
+pub use any::{AnyStore, ConnectError};
+pub use config::{Backend, ConfigError, StoreConfig};
+pub use migrating::MigratingStore;
+pub use session_core::*;
+
+/// The in-process store (feature `memory`).
+#[cfg(feature = "memory")]
+#[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
+pub use session_memory::{self as memory, MemoryStore};
