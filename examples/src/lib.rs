@@ -1,9 +1,18 @@
-//! Helpers shared by the example applications in this package.
+//! The example applications' code, shared by their `main`s, the tests and
+//! the multi-instance demo.
 //!
-//! The examples themselves live beside this file's folder: `counter/main.rs`
-//! (`cargo run --example counter`).
+//! - [`counter`]: `cargo run --example counter`
+//! - [`login`]: `cargo run --example login`
+//!
+//! Every example reads its store from `SESSION_STORE` (default `memory://`,
+//! see [`session::StoreConfig::from_url`]) and its address from `ADDR`.
 
 use std::net::SocketAddr;
+
+use session::{AnyStore, StoreConfig};
+
+pub mod counter;
+pub mod login;
 
 /// The address to listen on: `ADDR` if set, else `default`.
 ///
@@ -14,6 +23,55 @@ pub fn listen_addr(default: &str) -> Result<SocketAddr, String> {
     let raw = std::env::var("ADDR").unwrap_or_else(|_| default.to_owned());
     raw.parse()
         .map_err(|e| format!("ADDR={raw:?} is not an address like 127.0.0.1:3000: {e}"))
+}
+
+/// Connects the store `SESSION_STORE` names (default `memory://`).
+///
+/// # Errors
+///
+/// The URL does not parse, or the store cannot be reached.
+pub async fn store_from_env() -> Result<AnyStore, Box<dyn std::error::Error>> {
+    let url = std::env::var("SESSION_STORE").unwrap_or_else(|_| "memory://".to_owned());
+    let store = StoreConfig::from_url(&url)
+        .map_err(|e| format!("SESSION_STORE={url:?}: {e}"))?
+        .connect()
+        .await?;
+    Ok(store)
+}
+
+/// Serves `app` until Ctrl-C or SIGTERM. Then, if the sessions lived in this
+/// process's memory and `SESSION_DRAIN_TO` names another store, hands every
+/// live session to it so nobody is logged out by the restart.
+///
+/// # Errors
+///
+/// Binding, serving, or the drain failed.
+pub async fn serve(
+    name: &str,
+    addr: SocketAddr,
+    app: axum::Router,
+    store: &AnyStore,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    println!(
+        "{name} listening on http://{} (sessions: {})",
+        listener.local_addr()?,
+        store.backend()
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    if let (Some(memory), Ok(target)) = (store.memory(), std::env::var("SESSION_DRAIN_TO")) {
+        let target = StoreConfig::from_url(&target)?.connect().await?;
+        let report = memory.drain_into(&target).await?;
+        println!(
+            "handed {} live sessions to the {} store ({} already there)",
+            report.moved,
+            target.backend(),
+            report.skipped
+        );
+    }
+    Ok(())
 }
 
 /// Completes on Ctrl-C (SIGINT) or, on Unix, SIGTERM.

@@ -34,6 +34,8 @@ pub struct AnyStore {
     inner: Arc<dyn SessionStore>,
     backend: &'static str,
     op_timeout: Option<Duration>,
+    #[cfg(feature = "memory")]
+    memory: Option<session_memory::MemoryStore>,
 }
 
 impl std::fmt::Debug for AnyStore {
@@ -70,7 +72,17 @@ impl AnyStore {
             inner: Arc::new(store),
             backend,
             op_timeout: None,
+            #[cfg(feature = "memory")]
+            memory: None,
         }
+    }
+
+    /// The memory store, when that is the backend: for
+    /// [`MemoryStore::drain_into`](session_memory::MemoryStore::drain_into) at shutdown.
+    #[cfg(feature = "memory")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
+    pub fn memory(&self) -> Option<&session_memory::MemoryStore> {
+        self.memory.as_ref()
     }
 
     /// The backend's name: `memory`, `redis`, `redis+cluster` or `postgres`.
@@ -115,7 +127,9 @@ async fn connect_backend(backend: &Backend) -> Result<AnyStore, ConnectError> {
             let store = session_memory::MemoryStore::with_capacity(
                 capacity.unwrap_or(session_memory::DEFAULT_CAPACITY),
             );
-            Ok(AnyStore::new("memory", store))
+            let mut any = AnyStore::new("memory", store.clone());
+            any.memory = Some(store);
+            Ok(any)
         }
         #[cfg(not(feature = "memory"))]
         Backend::Memory { .. } => Err(ConfigError::NotCompiledIn("memory").into()),

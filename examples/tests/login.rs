@@ -1,0 +1,185 @@
+//! The login example end to end: two logins of one user are both listed, and
+//! "log out everywhere" ends both.
+
+use axum::Router;
+use axum::body::Body;
+use http::header::{CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE, USER_AGENT};
+use http::{Request, StatusCode};
+use session::{AnyStore, SessionStore, StoreConfig};
+use tower::ServiceExt as _;
+
+struct Reply {
+    status: StatusCode,
+    body: String,
+    cookie: Option<String>,
+    location: Option<String>,
+}
+
+async fn call(
+    app: &Router,
+    method: &str,
+    path: &str,
+    cookie: Option<&str>,
+    form: &str,
+    agent: &str,
+) -> Reply {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(USER_AGENT, agent)
+        .header(CONTENT_TYPE, "application/x-www-form-urlencoded");
+    if let Some(cookie) = cookie {
+        request = request.header(COOKIE, cookie);
+    }
+    let response = app
+        .clone()
+        .oneshot(request.body(Body::from(form.to_owned())).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let header = |name| {
+        response
+            .headers()
+            .get(name)
+            .map(|v: &http::HeaderValue| v.to_str().unwrap().to_owned())
+    };
+    let cookie = header(SET_COOKIE).map(|c| c.split(';').next().unwrap().to_owned());
+    let location = header(LOCATION);
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    Reply {
+        status,
+        body: String::from_utf8(body.to_vec()).unwrap(),
+        cookie,
+        location,
+    }
+}
+
+async fn app() -> (Router, AnyStore) {
+    let store = StoreConfig::memory().connect().await.unwrap();
+    let app = examples::login::app(store.clone(), store.layer().secure(false));
+    (app, store)
+}
+
+async fn log_in(app: &Router, user: &str, agent: &str) -> String {
+    let reply = call(app, "POST", "/login", None, &format!("user={user}"), agent).await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER);
+    assert_eq!(reply.location.as_deref(), Some("/"));
+    reply.cookie.expect("a login sets a session cookie")
+}
+
+#[tokio::test]
+async fn two_logins_are_listed_and_log_out_everywhere_ends_both() {
+    let (app, store) = app().await;
+    let laptop = log_in(&app, "ada", "laptop").await;
+    let phone = log_in(&app, "ada", "phone").await;
+    assert_ne!(laptop, phone);
+    let other = log_in(&app, "grace", "desk").await;
+
+    let page = call(&app, "GET", "/sessions", Some(&laptop), "", "laptop").await;
+    assert!(page.body.contains("laptop (this device)"), "{}", page.body);
+    assert!(page.body.contains("phone:"), "{}", page.body);
+    assert!(
+        !page.body.contains("desk"),
+        "another user's session listed: {}",
+        page.body
+    );
+    assert_eq!(store.list_by_principal("ada").await.unwrap().len(), 2);
+
+    let out = call(
+        &app,
+        "POST",
+        "/logout-everywhere",
+        Some(&phone),
+        "",
+        "phone",
+    )
+    .await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        out.cookie.as_deref(),
+        Some("session="),
+        "the cookie is removed"
+    );
+    for cookie in [&laptop, &phone] {
+        let home = call(&app, "GET", "/", Some(cookie), "", "any").await;
+        assert!(home.body.contains("Not logged in"), "{}", home.body);
+    }
+    assert!(store.list_by_principal("ada").await.unwrap().is_empty());
+    let home = call(&app, "GET", "/", Some(&other), "", "desk").await;
+    assert!(
+        home.body.contains("Hello, grace"),
+        "another user was logged out"
+    );
+}
+
+#[tokio::test]
+async fn log_out_one_device_from_another() {
+    let (app, store) = app().await;
+    let laptop = log_in(&app, "ada", "laptop").await;
+    let phone = log_in(&app, "ada", "phone").await;
+    let sessions = store.list_by_principal("ada").await.unwrap();
+    let phone_key = sessions
+        .iter()
+        .find(|s| s.data["device"] == "phone")
+        .unwrap()
+        .key
+        .clone();
+    let reply = call(
+        &app,
+        "POST",
+        "/sessions/revoke",
+        Some(&laptop),
+        &format!("key={phone_key}"),
+        "laptop",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER);
+    assert!(
+        call(&app, "GET", "/", Some(&phone), "", "phone")
+            .await
+            .body
+            .contains("Not logged in")
+    );
+    assert!(
+        call(&app, "GET", "/", Some(&laptop), "", "laptop")
+            .await
+            .body
+            .contains("Hello, ada")
+    );
+}
+
+#[tokio::test]
+async fn login_issues_a_new_id_and_escapes_the_name() {
+    let (app, _) = app().await;
+    let before = call(&app, "GET", "/", None, "", "x").await;
+    assert!(
+        before.cookie.is_none(),
+        "a visit that stores nothing sets no cookie"
+    );
+    let reply = call(&app, "POST", "/login", None, "user=%3Cscript%3E", "x").await;
+    let cookie = reply.cookie.unwrap();
+    let again = call(
+        &app,
+        "POST",
+        "/login",
+        Some(&cookie),
+        "user=%3Cscript%3E",
+        "x",
+    )
+    .await;
+    let cycled = again.cookie.expect("login cycles the id");
+    assert_ne!(cycled, cookie);
+    let home = call(&app, "GET", "/", Some(&cycled), "", "x").await;
+    assert!(
+        home.body.contains("&lt;script&gt;") && !home.body.contains("<script>"),
+        "{}",
+        home.body
+    );
+    let stale = call(&app, "GET", "/", Some(&cookie), "", "x").await;
+    assert!(
+        stale.body.contains("Not logged in"),
+        "the pre-login id still works"
+    );
+}
