@@ -1,5 +1,7 @@
 //! The counter example's app: the body starts with the number of earlier visits.
 
+#![allow(clippy::unwrap_used)] // tests
+
 use session::StoreConfig;
 use session_core::conformance::http::send;
 

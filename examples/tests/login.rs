@@ -1,6 +1,8 @@
 //! The login example end to end: two logins of one user are both listed, and
 //! "log out everywhere" ends both.
 
+#![allow(clippy::unwrap_used)] // tests
+
 use axum::Router;
 use axum::body::Body;
 use http::header::{CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE, USER_AGENT};

@@ -2,6 +2,8 @@
 //! trace level, span events included) through a whole session life cycle,
 //! and the captured output is searched for every id the client ever held.
 
+#![allow(clippy::unwrap_used)] // tests
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 

@@ -1,6 +1,8 @@
 //! Behaviour of the memory store beyond the shared contract: the capacity
 //! bound and handing sessions to another store.
 
+#![allow(clippy::unwrap_used)] // tests
+
 use std::time::Duration;
 
 use serde_json::json;

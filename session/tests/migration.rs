@@ -1,5 +1,7 @@
 //! Changing backends with `MigratingStore` logs nobody out.
 
+#![allow(clippy::unwrap_used)] // tests
+
 use serde_json::json;
 use session::{MemoryStore, MigratingStore, SessionStore, StoreKey};
 use session_core::conformance::store::{new_key, new_record};
