@@ -3,6 +3,7 @@
 //!
 //! - [`counter`]: `cargo run --example counter`
 //! - [`login`]: `cargo run --example login`
+//! - [`cluster`]: `cargo run --example cluster -- --instances 3 --routing sticky`
 //!
 //! Every example reads its store from `SESSION_STORE` (default `memory://`,
 //! see [`session::StoreConfig::from_url`]) and its address from `ADDR`.
@@ -11,6 +12,7 @@ use std::net::SocketAddr;
 
 use session::{AnyStore, StoreConfig};
 
+pub mod cluster;
 pub mod counter;
 pub mod login;
 
