@@ -2,8 +2,9 @@
 //!
 //! Reading never fails: a missing, malformed, oversized, badly signed or
 //! non-UTF-8 cookie simply means "no session", and the request goes on with a
-//! fresh one. Only the first well-formed cookie of our name counts (browsers
-//! send the most specific path first).
+//! fresh one. When several cookies of our name arrive (a stale one from
+//! another path, say), the well-formed ones are tried in order (browsers send
+//! the most specific path first) and the first that names a live session wins.
 
 use std::time::Duration;
 
@@ -12,6 +13,10 @@ use http::header::{COOKIE, HeaderMap, HeaderValue};
 
 use crate::Id;
 use crate::id::ENCODED_ID_LEN;
+
+/// At most this many session cookies of our name are tried, in order, per
+/// request (each may cost a store lookup).
+pub(crate) const MAX_CANDIDATES: usize = 3;
 
 /// Length of the base64 HMAC-SHA256 tag the cookie crate prepends to a signed value.
 const SIGNATURE_LEN: usize = 44;
@@ -58,20 +63,39 @@ impl CookieConfig {
         }
     }
 
-    /// The session id named by the request's cookies, if any cookie of our
-    /// name is well formed (and, with signing keys, verifies under one of them).
-    pub(crate) fn read(&self, headers: &HeaderMap, wire_name: &str) -> Option<Id> {
-        headers
+    /// The session ids named by the request's cookies, in order: every
+    /// well-formed cookie of our name (that verifies under one of the keys,
+    /// when signing), at most [`MAX_CANDIDATES`], without repeats.
+    ///
+    /// Parsing is on bytes: another cookie with raw UTF-8 or other non-ASCII
+    /// bytes in the same header (browsers send those as they are) must not
+    /// hide ours.
+    pub(crate) fn read(&self, headers: &HeaderMap, wire_name: &str) -> Vec<Id> {
+        let mut ids = Vec::new();
+        let pairs = headers
             .get_all(COOKIE)
             .iter()
-            // A header that is not visible ASCII cannot carry one of our ids.
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|header| header.split(';'))
-            .filter_map(|pair| {
-                let (name, value) = pair.split_once('=')?;
-                (name.trim() == wire_name).then(|| value.trim())
-            })
-            .find_map(|value| self.verify(wire_name, strip_quotes(value)))
+            .flat_map(|header| header.as_bytes().split(|&b| b == b';'));
+        for pair in pairs {
+            let Some(eq) = pair.iter().position(|&b| b == b'=') else {
+                continue;
+            };
+            if pair[..eq].trim_ascii() != wire_name.as_bytes() {
+                continue;
+            }
+            let Ok(value) = std::str::from_utf8(pair[eq + 1..].trim_ascii()) else {
+                continue;
+            };
+            if let Some(id) = self.verify(wire_name, strip_quotes(value))
+                && !ids.contains(&id)
+            {
+                ids.push(id);
+                if ids.len() == MAX_CANDIDATES {
+                    break;
+                }
+            }
+        }
+        ids
     }
 
     fn verify(&self, wire_name: &str, value: &str) -> Option<Id> {
@@ -166,7 +190,19 @@ mod tests {
         let id = Id::random().unwrap();
         let header = format!("a=b; session={}; c=d", id.encode());
         let got = config.read(&headers(&[header.as_bytes()]), "session");
-        assert_eq!(got, Some(id));
+        assert_eq!(got, vec![id]);
+    }
+
+    #[test]
+    fn non_ascii_neighbours_do_not_hide_our_cookie() {
+        let config = CookieConfig::default();
+        let (a, b) = (Id::random().unwrap(), Id::random().unwrap());
+        let raw = format!("name=Jos\u{e9}; session={}; x=\u{1F36A}", a.encode());
+        let mut raw = raw.into_bytes();
+        raw.extend_from_slice(b"; junk=\xff\xfe");
+        let second = format!("session={}; session={}", b.encode(), a.encode());
+        let got = config.read(&headers(&[&raw, second.as_bytes()]), "session");
+        assert_eq!(got, vec![a, b], "in order, without repeats");
     }
 
     #[test]
@@ -183,7 +219,7 @@ mod tests {
             big.as_bytes(),
             b";;;==;=",
         ] {
-            assert_eq!(config.read(&headers(&[raw]), "session"), None, "{raw:?}");
+            assert_eq!(config.read(&headers(&[raw]), "session"), vec![], "{raw:?}");
         }
     }
 
@@ -204,16 +240,22 @@ mod tests {
         };
         assert_eq!(
             rotated.read(&headers(&[pair.as_bytes()]), "session"),
-            Some(id)
+            vec![id]
         );
         let dropped = CookieConfig {
             keys: vec![new],
             ..CookieConfig::default()
         };
-        assert_eq!(dropped.read(&headers(&[pair.as_bytes()]), "session"), None);
+        assert_eq!(
+            dropped.read(&headers(&[pair.as_bytes()]), "session"),
+            vec![]
+        );
         // The unsigned id alone does not pass a signing configuration.
         let bare = format!("session={}", id.encode());
-        assert_eq!(rotated.read(&headers(&[bare.as_bytes()]), "session"), None);
+        assert_eq!(
+            rotated.read(&headers(&[bare.as_bytes()]), "session"),
+            vec![]
+        );
     }
 
     #[test]

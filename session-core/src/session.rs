@@ -45,8 +45,9 @@ pub struct Session {
 
 struct Inner {
     config: Arc<Config>,
-    /// The well-formed id the request's cookie carried, if any.
-    cookie_id: Option<Id>,
+    /// The well-formed ids the request's cookies carried, in order (a stale
+    /// cookie from another path may come before the live one).
+    cookie_ids: Vec<Id>,
     state: Mutex<State>,
 }
 
@@ -82,10 +83,10 @@ struct State {
     cycle: bool,
     /// The cookie's lifetime changed (set_expiry): it must be sent again.
     cookie_changed: bool,
-    /// A destroyed session's key, deleted at the end of the request.
-    doomed: Option<StoreKey>,
-    /// The cookie named a session the store does not have.
-    stale_cookie: bool,
+    /// Destroyed sessions' keys, deleted at the end of the request.
+    doomed: Vec<StoreKey>,
+    /// `destroy` was called: the browser is told to drop the cookie.
+    destroyed: bool,
     store_failed: bool,
 }
 
@@ -102,6 +103,37 @@ enum Op {
 }
 
 impl Op {
+    /// Whether this change makes a session for a visitor who has none
+    /// (clearing nothing does not).
+    fn creates_session(&self) -> bool {
+        !matches!(
+            self,
+            Self::Clear | Self::Remove(_) | Self::SetPrincipal(None)
+        )
+    }
+
+    /// Whether applying this to `record` changes it.
+    fn changes(&self, record: &Record) -> bool {
+        match self {
+            Self::Insert(key, value) => record.data.get(key) != Some(value),
+            Self::Remove(key) => record.data.contains_key(key),
+            Self::Clear => !record.data.is_empty(),
+            Self::SetPrincipal(principal) => record.principal != *principal,
+            Self::Update(..) | Self::SetExpiry(_) => true,
+        }
+    }
+
+    /// Replays this change after a conflict. A user's `update` closure that
+    /// panics on the fresh value is treated like one that fails: the change
+    /// is skipped, and the layer does not panic.
+    fn replay(&self, record: &mut Record, now: OffsetDateTime) -> Result<(), String> {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.apply(record, now))) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err("the update closure panicked".to_owned()),
+        }
+    }
+
     fn apply(&self, record: &mut Record, now: OffsetDateTime) -> Result<(), serde_json::Error> {
         match self {
             Self::Insert(key, value) => {
@@ -141,17 +173,17 @@ pub(crate) struct Finish {
 impl fmt::Debug for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Session")
-            .field("has_cookie", &self.inner.cookie_id.is_some())
+            .field("has_cookie", &!self.inner.cookie_ids.is_empty())
             .finish_non_exhaustive()
     }
 }
 
 impl Session {
-    pub(crate) fn new(config: Arc<Config>, cookie_id: Option<Id>) -> Self {
+    pub(crate) fn new(config: Arc<Config>, cookie_ids: Vec<Id>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 config,
-                cookie_id,
+                cookie_ids,
                 state: Mutex::new(State::default()),
             }),
         }
@@ -166,10 +198,10 @@ impl Session {
             Phase::Failed => return Err(SessionError::StoreFailedEarlier),
             Phase::Unloaded => {}
         }
-        if let Some(id) = self.inner.cookie_id {
+        let config = &self.inner.config;
+        let deadline = deadline(config);
+        for &id in &self.inner.cookie_ids {
             let key = id.store_key();
-            let config = &self.inner.config;
-            let deadline = Instant::now() + config.op_timeout;
             match call(config, "load", &key, deadline, config.store.load(&key)).await {
                 Ok(Some(record)) => {
                     state.loaded = Some(Loaded {
@@ -178,8 +210,11 @@ impl Session {
                         version: record.version,
                     });
                     state.record = Some(record);
+                    break;
                 }
-                Ok(None) => state.stale_cookie = true,
+                // Unknown or expired: try the next cookie, else no session.
+                // The client's id is never adopted for a new session.
+                Ok(None) => {}
                 Err(error) => {
                     state.store_failed = true;
                     state.phase = Phase::Failed;
@@ -191,15 +226,23 @@ impl Session {
         Ok(state)
     }
 
-    /// Applies a change to the working copy (creating a new session if there
-    /// is none) and logs it for replay.
+    /// Applies a change to the working copy (creating a new session if the
+    /// change needs one) and logs it for replay.
+    ///
+    /// Every change is logged, even one that changes nothing here (setting
+    /// a value it already has): replayed after a parallel write, it may.
+    /// Only real changes make the session need saving.
     async fn change(&self, op: Op) -> Result<(), SessionError> {
         let mut state = self.ready().await?;
+        if state.record.is_none() && !op.creates_session() {
+            return Ok(());
+        }
         let config = &self.inner.config;
         let now = now();
         let record = state
             .record
             .get_or_insert_with(|| Record::new(now, &config.expiry));
+        let changes = op.changes(record);
         op.apply(record, now)
             .map_err(|source| SessionError::Value {
                 key: op_key(&op),
@@ -209,7 +252,7 @@ impl Session {
             state.cookie_changed = true;
         }
         state.ops.push(op);
-        state.changed = true;
+        state.changed |= changes;
         Ok(())
     }
 
@@ -237,12 +280,6 @@ impl Session {
     /// [`SessionError::Value`] if `value` does not serialize to JSON.
     pub async fn insert<T: Serialize>(&self, key: &str, value: T) -> Result<(), SessionError> {
         let value = serde_json::to_value(value).map_err(|source| value_error(key, source))?;
-        {
-            let state = self.ready().await?;
-            if state.record.as_ref().and_then(|r| r.data.get(key)) == Some(&value) {
-                return Ok(());
-            }
-        }
         self.change(Op::Insert(key.to_owned(), value)).await
     }
 
@@ -335,23 +372,23 @@ impl Session {
         if state.phase == Phase::Closed {
             return Err(SessionError::Closed);
         }
-        let doomed = match state.loaded.take() {
-            Some(loaded) => Some(loaded.key),
+        match state.loaded.take() {
+            Some(loaded) => state.doomed.push(loaded.key),
+            // Not loaded (no need to read what is deleted) or loading failed:
+            // delete whatever the cookies name.
             None if matches!(state.phase, Phase::Unloaded | Phase::Failed) => {
-                self.inner.cookie_id.map(|id| id.store_key())
+                let keys = self.inner.cookie_ids.iter().map(Id::store_key);
+                state.doomed.extend(keys);
             }
-            None => None,
-        };
-        if doomed.is_some() {
-            state.doomed = doomed;
+            None => {}
         }
+        state.destroyed = true;
         state.phase = Phase::Ready;
         state.record = None;
         state.ops.clear();
         state.changed = false;
         state.cycle = false;
         state.cookie_changed = false;
-        state.stale_cookie = false;
         Ok(())
     }
 
@@ -434,9 +471,8 @@ impl Session {
             };
         }
         let config = &self.inner.config;
-        let deadline = Instant::now() + config.op_timeout;
         let failed_before = state.store_failed;
-        match finish_ready(config, state, deadline).await {
+        match finish_ready(config, state, deadline(config)).await {
             Ok(cookie) => Finish {
                 cookie,
                 store_failed: failed_before,
@@ -455,41 +491,65 @@ impl Session {
     }
 }
 
+/// When the store calls starting now must be done.
+fn deadline(config: &Config) -> Instant {
+    let now = Instant::now();
+    now.checked_add(config.op_timeout)
+        // An absurdly large timeout means "no timeout": a year will do.
+        .unwrap_or_else(|| now + Duration::from_secs(365 * 86_400))
+}
+
+/// The end-of-request work for a session that was used.
+///
+/// The cookie is only ever removed after an explicit `destroy`. A session
+/// found gone (deleted by a parallel logout, or cycled by a parallel login)
+/// leaves the cookie alone: this response may reach the browser after the
+/// parallel one that set a new cookie, and a removal would then delete the
+/// new cookie. A cookie naming no session costs one load per request until
+/// the next write replaces it.
 async fn finish_ready(
     config: &Config,
     state: State,
     deadline: Instant,
 ) -> Result<CookieChange, SessionError> {
     let mut cookie = CookieChange::Keep;
-    if let Some(key) = &state.doomed {
+    for key in &state.doomed {
         call(config, "delete", key, deadline, config.store.delete(key)).await?;
+    }
+    if state.destroyed {
         cookie = CookieChange::Remove;
     }
     let now = now();
     match (state.loaded, state.record) {
         (Some(loaded), Some(record)) if state.cycle => {
-            let max_age = max_age(&record, now);
-            let id = create(config, record, deadline).await?;
-            call(
-                config,
-                "delete",
-                &loaded.key,
-                deadline,
-                config.store.delete(&loaded.key),
-            )
-            .await?;
-            cookie = CookieChange::Set { id, max_age };
+            // Save first, with compare-and-set and replay, so the new id
+            // starts from the latest data and a parallel logout is noticed
+            // (Gone) instead of copied into a new session.
+            if let Saved::Written(record) =
+                save(config, &loaded, record, &state.ops, deadline).await?
+            {
+                let max_age = max_age(&record, now);
+                let id = create(config, record, deadline).await?;
+                call(
+                    config,
+                    "delete",
+                    &loaded.key,
+                    deadline,
+                    config.store.delete(&loaded.key),
+                )
+                .await?;
+                cookie = CookieChange::Set { id, max_age };
+            }
         }
         (Some(loaded), Some(record)) if state.changed => {
-            match save(config, &loaded, record, &state.ops, deadline).await? {
-                Saved::Written(record) if state.cookie_changed => {
-                    cookie = CookieChange::Set {
-                        id: loaded.id,
-                        max_age: max_age(&record, now),
-                    };
-                }
-                Saved::Written(_) => {}
-                Saved::Gone => cookie = CookieChange::Remove,
+            if let Saved::Written(record) =
+                save(config, &loaded, record, &state.ops, deadline).await?
+                && state.cookie_changed
+            {
+                cookie = CookieChange::Set {
+                    id: loaded.id,
+                    max_age: max_age(&record, now),
+                };
             }
         }
         (Some(loaded), Some(record)) => {
@@ -501,16 +561,14 @@ async fn finish_ready(
                 touched.mark_used(now);
                 let key = &loaded.key;
                 let touch = config.store.touch(key, touched.idle_deadline);
-                match call(config, "touch", key, deadline, touch).await {
-                    Ok(true) => {}
-                    Ok(false) => cookie = CookieChange::Remove,
-                    // The read this request made succeeded; a missed touch
-                    // only shortens the idle deadline, so it is not a failure.
-                    Err(error) => tracing::debug!(
+                // A missed touch only leaves the idle deadline where it was;
+                // the read this request made succeeded, so it is not a failure.
+                if let Err(error) = call(config, "touch", key, deadline, touch).await {
+                    tracing::debug!(
                         key = key.short(),
                         error = &error as &dyn std::error::Error,
                         "session touch failed"
-                    ),
+                    );
                 }
             }
         }
@@ -519,7 +577,6 @@ async fn finish_ready(
             let id = create(config, record, deadline).await?;
             cookie = CookieChange::Set { id, max_age };
         }
-        _ if state.stale_cookie => cookie = CookieChange::Remove,
         _ => {}
     }
     Ok(cookie)
@@ -606,7 +663,7 @@ async fn save(
                 record = fresh;
                 let now = now();
                 for op in ops {
-                    if let Err(error) = op.apply(&mut record, now) {
+                    if let Err(error) = op.replay(&mut record, now) {
                         // The parallel writer left a value this request's
                         // closure cannot read: its value stands.
                         tracing::warn!(key = key.short(), op = op_key(op), %error, "session change not replayable; skipped");

@@ -100,7 +100,9 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Extends a live record's idle deadline to `idle_deadline` and sets its
     /// last access to now, without rewriting data or changing its version.
-    /// The record still expires at its absolute deadline at the latest.
+    /// A touch never moves the idle deadline earlier (a parallel save may
+    /// have given the session a longer idle timeout than the caller saw),
+    /// and the record still expires at its absolute deadline at the latest.
     ///
     /// Returns `false` if no live record is under `key`.
     async fn touch(

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use moka::Expiry as CacheExpiry;
 use moka::future::Cache;
+use moka::policy::EvictionPolicy;
 use moka::ops::compute::{CompResult, Op};
 use session_core::record::now;
 use session_core::time::OffsetDateTime;
@@ -41,13 +42,57 @@ pub struct MemoryStore {
     index: Arc<Mutex<PrincipalIndex>>,
 }
 
-/// Keys per principal. A superset: every live record with a principal has its
-/// key here, and dead or moved keys are pruned lazily (when listed, and
-/// whenever the index has grown to twice the live sessions).
+/// Keys per principal.
+///
+/// Invariant: every live record with a principal has its key under that
+/// principal here. Keys are only ever added or removed inside the record's
+/// own `and_compute_with` (moka's per-key lock), so the index cannot miss a
+/// write racing with a removal. Keys of records that expired or were evicted
+/// stay until pruned (when listed, and whenever the index has grown past
+/// twice the live sessions), again under the record's lock.
 #[derive(Default)]
 struct PrincipalIndex {
     keys: HashMap<String, HashSet<StoreKey>>,
     entries: usize,
+}
+
+impl PrincipalIndex {
+    fn add(&mut self, principal: &str, key: &StoreKey) {
+        if self.keys.entry(principal.to_owned()).or_default().insert(key.clone()) {
+            self.entries += 1;
+        }
+    }
+
+    fn remove(&mut self, principal: &str, key: &StoreKey) {
+        if let Some(keys) = self.keys.get_mut(principal) {
+            if keys.remove(key) {
+                self.entries -= 1;
+            }
+            if keys.is_empty() {
+                self.keys.remove(principal);
+            }
+        }
+    }
+
+    /// Moves `key` from `old`'s set to `new`'s, as a write changes the principal.
+    fn update(&mut self, key: &StoreKey, old: Option<&str>, new: Option<&str>) {
+        if old == new {
+            return;
+        }
+        if let Some(old) = old {
+            self.remove(old, key);
+        }
+        if let Some(new) = new {
+            self.add(new, key);
+        }
+    }
+
+    fn snapshot(&self, principal: &str) -> Vec<StoreKey> {
+        self.keys
+            .get(principal)
+            .map(|keys| keys.iter().cloned().collect())
+            .unwrap_or_default()
+    }
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -104,12 +149,17 @@ impl MemoryStore {
         Self::with_capacity(DEFAULT_CAPACITY)
     }
 
-    /// A store holding at most `max_sessions` sessions. When it is full, new
-    /// sessions evict others (moka's TinyLFU policy: rarely used ones first).
+    /// A store holding at most `max_sessions` sessions. When it is full, a
+    /// new session evicts the least recently used one.
+    ///
+    /// (Least recently used, not moka's default TinyLFU: TinyLFU may refuse
+    /// to admit a new entry when the cache is full of frequently read ones,
+    /// which for sessions would silently drop every new login.)
     pub fn with_capacity(max_sessions: u64) -> Self {
         Self {
             cache: Cache::builder()
                 .max_capacity(max_sessions)
+                .eviction_policy(EvictionPolicy::lru())
                 .expire_after(RecordDeadline)
                 .build(),
             index: Arc::default(),
@@ -132,7 +182,9 @@ impl MemoryStore {
     /// Postgres without logging anyone out.
     ///
     /// Records keep their version, deadlines and principal. A key `other`
-    /// already holds is skipped and left in both.
+    /// already holds is skipped and left in both. Call it once the server has
+    /// stopped taking requests: a session changed here while it is being
+    /// copied stays here (it is only removed if unchanged since the copy).
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -157,7 +209,8 @@ impl MemoryStore {
                 continue;
             }
             if other.create(&key, &record).await? {
-                self.cache.invalidate(&*key).await;
+                let version = record.version;
+                self.remove_if(&key, |r| r.version == version).await;
                 report.moved += 1;
             } else {
                 report.skipped += 1;
@@ -167,59 +220,72 @@ impl MemoryStore {
     }
 
     fn index(&self) -> MutexGuard<'_, PrincipalIndex> {
-        // The index is a hint verified on use, so a panic elsewhere while it
-        // was held leaves nothing inconsistent enough to refuse service over.
+        // The index is only changed in short critical sections that cannot
+        // panic halfway; a poisoned lock carries no broken invariant.
         self.index.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Notes `key` under the record's principal, before the write that makes
-    /// it so, so the index is never missing a live record.
-    fn index_add(&self, key: &StoreKey, record: &Record) {
-        let Some(principal) = &record.principal else {
-            return;
-        };
-        let mut index = self.index();
-        if index
-            .keys
-            .entry(principal.clone())
-            .or_default()
-            .insert(key.clone())
-        {
-            index.entries += 1;
-        }
+    /// Removes the record under `key` if it is live and `pred` holds, under
+    /// the key's lock, keeping the index in step. Returns whether it did.
+    async fn remove_if(&self, key: &StoreKey, pred: impl FnOnce(&Record) -> bool) -> bool {
+        let result = self
+            .cache
+            .entry_by_ref(key)
+            .and_compute_with(|entry| {
+                let op = match entry.as_ref().map(|e| &**e.value()) {
+                    Some(record) if !record.is_expired(now()) && pred(record) => {
+                        if let Some(p) = &record.principal {
+                            self.index().remove(p, key);
+                        }
+                        Op::Remove
+                    }
+                    _ => Op::Nop,
+                };
+                std::future::ready(op)
+            })
+            .await;
+        matches!(result, CompResult::Removed(_))
+    }
+
+    /// Drops `key` from `principal`'s set unless its record is live and
+    /// still belongs to `principal`; decided under the key's lock.
+    async fn prune_key(&self, principal: &str, key: &StoreKey) {
+        self.cache
+            .entry_by_ref(key)
+            .and_compute_with(|entry| {
+                let keep = live(entry.as_ref(), now())
+                    .is_some_and(|r| r.principal.as_deref() == Some(principal));
+                if !keep {
+                    self.index().remove(principal, key);
+                }
+                std::future::ready(Op::Nop)
+            })
+            .await;
+    }
+
+    /// Prunes the whole index once it has grown past twice the live sessions.
+    async fn prune_if_grown(&self) {
         let live = usize::try_from(self.cache.entry_count()).unwrap_or(usize::MAX);
-        if index.entries > 2 * live.max(1024) {
-            self.prune(&mut index);
+        let entries = self.index().entries;
+        if entries > 2 * live.max(1024) {
+            self.prune().await;
         }
     }
 
-    /// Drops keys whose session is gone from the index.
-    fn prune(&self, index: &mut PrincipalIndex) {
-        let cache = &self.cache;
-        index.keys.retain(|_, keys| {
-            keys.retain(|key| cache.contains_key(key));
-            !keys.is_empty()
-        });
-        index.entries = index.keys.values().map(HashSet::len).sum();
-    }
-
-    fn index_take(&self, principal: &str) -> HashSet<StoreKey> {
-        let mut index = self.index();
-        let keys = index.keys.remove(principal).unwrap_or_default();
-        index.entries -= keys.len();
-        keys
-    }
-
-    fn index_restore(&self, principal: &str, keys: HashSet<StoreKey>) {
-        if keys.is_empty() {
-            return;
+    async fn prune(&self) {
+        let all: Vec<(String, StoreKey)> = {
+            let index = self.index();
+            index
+                .keys
+                .iter()
+                .flat_map(|(p, keys)| keys.iter().map(move |k| (p.clone(), k.clone())))
+                .collect()
+        };
+        for (principal, key) in all {
+            if !self.cache.contains_key(&key) {
+                self.prune_key(&principal, &key).await;
+            }
         }
-        let mut index = self.index();
-        let set = index.keys.entry(principal.to_owned()).or_default();
-        let before = set.len();
-        set.extend(keys);
-        let added = set.len() - before;
-        index.entries += added;
     }
 }
 
@@ -233,7 +299,6 @@ fn live(
 #[async_trait]
 impl SessionStore for MemoryStore {
     async fn create(&self, key: &StoreKey, record: &Record) -> Result<bool, StoreError> {
-        self.index_add(key, record);
         let new = Arc::new(record.clone());
         let result = self
             .cache
@@ -241,15 +306,24 @@ impl SessionStore for MemoryStore {
             .and_compute_with(|entry| {
                 let op = match live(entry.as_ref(), now()) {
                     Some(_) => Op::Nop,
-                    None => Op::Put(new),
+                    None => {
+                        let old = entry.as_ref().and_then(|e| e.value().principal.clone());
+                        self.index()
+                            .update(key, old.as_deref(), new.principal.as_deref());
+                        Op::Put(new)
+                    }
                 };
                 std::future::ready(op)
             })
             .await;
-        Ok(matches!(
+        let created = matches!(
             result,
             CompResult::Inserted(_) | CompResult::ReplacedWith(_)
-        ))
+        );
+        if created {
+            self.prune_if_grown().await;
+        }
+        Ok(created)
     }
 
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
@@ -268,7 +342,6 @@ impl SessionStore for MemoryStore {
         record: &Record,
         expected_version: u64,
     ) -> Result<SaveOutcome, StoreError> {
-        self.index_add(key, record);
         let new = Arc::new(record.clone());
         let mut outcome = SaveOutcome::Gone;
         self.cache
@@ -280,8 +353,13 @@ impl SessionStore for MemoryStore {
                         outcome = SaveOutcome::Conflict;
                         Op::Nop
                     }
-                    Some(_) => {
+                    Some(current) => {
                         outcome = SaveOutcome::Saved;
+                        self.index().update(
+                            key,
+                            current.principal.as_deref(),
+                            new.principal.as_deref(),
+                        );
                         Op::Put(new)
                     }
                 };
@@ -307,7 +385,11 @@ impl SessionStore for MemoryStore {
                         touched = true;
                         let mut record = current.clone();
                         record.last_access = now;
-                        record.idle_deadline = idle_deadline.min(record.absolute_deadline);
+                        // Only ever later (a parallel save may have set a
+                        // longer idle timeout), never past the absolute deadline.
+                        record.idle_deadline = idle_deadline
+                            .max(current.idle_deadline)
+                            .min(record.absolute_deadline);
                         Op::Put(Arc::new(record))
                     }
                 };
@@ -318,46 +400,56 @@ impl SessionStore for MemoryStore {
     }
 
     async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
-        self.cache.invalidate(key).await;
+        // Through the key's lock like every write, so a save or touch that
+        // already read the record cannot put it back after this.
+        self.cache
+            .entry_by_ref(key)
+            .and_compute_with(|entry| {
+                let op = match entry.as_ref().map(|e| &**e.value()) {
+                    Some(record) => {
+                        if let Some(p) = &record.principal {
+                            self.index().remove(p, key);
+                        }
+                        Op::Remove
+                    }
+                    None => Op::Nop,
+                };
+                std::future::ready(op)
+            })
+            .await;
         Ok(())
     }
 
     async fn list_by_principal(&self, principal: &str) -> Result<Vec<SessionInfo>, StoreError> {
-        let keys = self.index_take(principal);
         let now = now();
         let mut sessions = Vec::new();
-        let mut still = HashSet::new();
+        let keys = self.index().snapshot(principal);
         for key in keys {
-            if let Some(record) = self.cache.get(&key).await
-                && !record.is_expired(now)
-                && record.principal.as_deref() == Some(principal)
-            {
-                sessions.push(SessionInfo::new(key.clone(), &record));
-                still.insert(key);
+            match self.cache.get(&key).await {
+                Some(record)
+                    if !record.is_expired(now)
+                        && record.principal.as_deref() == Some(principal) =>
+                {
+                    sessions.push(SessionInfo::new(key, &record));
+                }
+                _ => self.prune_key(principal, &key).await,
             }
         }
-        self.index_restore(principal, still);
         sessions.sort_by_key(|s| std::cmp::Reverse(s.last_access));
         Ok(sessions)
     }
 
     async fn delete_by_principal(&self, principal: &str) -> Result<u64, StoreError> {
-        let keys = self.index_take(principal);
         let mut deleted = 0;
+        let keys = self.index().snapshot(principal);
         for key in keys {
-            let result = self
-                .cache
-                .entry_by_ref(&key)
-                .and_compute_with(|entry| {
-                    let op = match live(entry.as_ref(), now()) {
-                        Some(r) if r.principal.as_deref() == Some(principal) => Op::Remove,
-                        _ => Op::Nop,
-                    };
-                    std::future::ready(op)
-                })
-                .await;
-            if matches!(result, CompResult::Removed(_)) {
+            if self
+                .remove_if(&key, |r| r.principal.as_deref() == Some(principal))
+                .await
+            {
                 deleted += 1;
+            } else {
+                self.prune_key(principal, &key).await;
             }
         }
         Ok(deleted)
@@ -368,8 +460,7 @@ impl SessionStore for MemoryStore {
     /// reclaimed by the cache itself.
     async fn delete_expired(&self) -> Result<u64, StoreError> {
         self.cache.run_pending_tasks().await;
-        let mut index = self.index();
-        self.prune(&mut index);
+        self.prune().await;
         Ok(0)
     }
 }

@@ -66,3 +66,30 @@ async fn drain_into_moves_every_live_session_and_its_data() {
     );
     assert!(local.load(&shared).await.unwrap().is_some());
 }
+
+#[tokio::test]
+async fn a_full_store_still_admits_new_sessions() {
+    let store = MemoryStore::with_capacity(100);
+    let mut busy = Vec::new();
+    for _ in 0..100 {
+        let key = new_key();
+        assert!(store.create(&key, &new_record()).await.unwrap());
+        busy.push(key);
+    }
+    // Sessions in steady use: a frequency-based cache would now refuse newcomers.
+    for _ in 0..3 {
+        for key in &busy {
+            assert!(store.load(key).await.unwrap().is_some());
+        }
+    }
+    store.delete_expired().await.unwrap();
+    for _ in 0..50 {
+        let key = new_key();
+        assert!(store.create(&key, &new_record()).await.unwrap());
+        store.delete_expired().await.unwrap();
+        assert!(
+            store.load(&key).await.unwrap().is_some(),
+            "a new login was dropped by a full store"
+        );
+    }
+}

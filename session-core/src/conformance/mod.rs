@@ -56,6 +56,8 @@ macro_rules! conformance_tests {
             parallel_distinct_keys_all_kept,
             delete_expired_keeps_live,
             records_are_copies,
+            delete_racing_writes_never_resurrects,
+            principal_index_consistent_under_concurrency,
         );
         $crate::__conformance_cases!($factory; http:
             new_session_sets_cookie_with_configured_flags,
@@ -65,6 +67,7 @@ macro_rules! conformance_tests {
             cycle_id_issues_new_cookie_and_kills_old_id,
             destroy_removes_cookie_and_record,
             destroyed_session_not_resurrected_by_parallel_request,
+            cycle_after_parallel_destroy_does_not_resurrect,
             tampered_signed_cookie_gets_fresh_session,
             cookie_signed_with_rotated_key_accepted,
             idle_timeout_enforced,
@@ -74,6 +77,8 @@ macro_rules! conformance_tests {
             unknown_id_is_never_adopted,
             parallel_requests_update_loses_nothing,
             parallel_requests_inserting_own_key_all_kept,
+            foreign_non_ascii_cookies_do_not_hide_the_session,
+            stale_cookie_before_live_one_does_not_hide_it,
         );
     };
 }

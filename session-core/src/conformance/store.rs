@@ -158,8 +158,8 @@ pub async fn gone_after_delete<S: SessionStore>(store: S) {
     );
 }
 
-/// `touch` extends the idle deadline without changing data or version, and
-/// never past the absolute deadline.
+/// `touch` extends the idle deadline without changing data or version, never
+/// moves it earlier, and never past the absolute deadline.
 pub async fn touch_extends<S: SessionStore>(store: S) {
     let key = new_key();
     let mut record = record_expiring_in(Duration::from_millis(400));
@@ -185,6 +185,16 @@ pub async fn touch_extends<S: SessionStore>(store: S) {
     assert!(
         loaded.last_access > record.last_access,
         "touch records the access"
+    );
+
+    // A touch never moves the idle deadline earlier (a parallel save may
+    // have given the session a longer idle timeout than the toucher knew).
+    let earlier = now() + time::Duration::seconds(5);
+    assert!(store.touch(&key, earlier).await.expect("touch"));
+    let loaded = store.load(&key).await.expect("load").expect("present");
+    assert_eq!(
+        loaded.idle_deadline, extended,
+        "a touch shortened the idle deadline"
     );
 
     // The absolute deadline still rules.
@@ -408,4 +418,92 @@ pub async fn records_are_copies<S: SessionStore>(store: S) {
         json!(0),
         "the record handed out was a copy"
     );
+}
+
+/// A `delete` racing a `save` or a `touch` of the same record never leaves
+/// the record alive: whichever comes first, a save or touch cannot create.
+pub async fn delete_racing_writes_never_resurrects<S: SessionStore>(store: S) {
+    const ROUNDS: usize = 300;
+    let store = Arc::new(store);
+    for round in 0..ROUNDS {
+        let key = new_key();
+        let record = new_record();
+        assert!(store.create(&key, &record).await.expect("create"));
+        let writer = {
+            let (store, key, record) = (store.clone(), key.clone(), record.clone());
+            tokio::spawn(async move {
+                if round % 2 == 0 {
+                    let _ = store.save(&key, &next(record, 0), 0).await.expect("save");
+                } else {
+                    let deadline = now() + time::Duration::hours(2);
+                    let _ = store.touch(&key, deadline).await.expect("touch");
+                }
+            })
+        };
+        let deleter = {
+            let (store, key) = (store.clone(), key.clone());
+            tokio::spawn(async move { store.delete(&key).await.expect("delete") })
+        };
+        writer.await.expect("task");
+        deleter.await.expect("task");
+        assert_eq!(
+            store.load(&key).await.expect("load"),
+            None,
+            "round {round}: a {} racing a delete brought the record back",
+            if round % 2 == 0 { "save" } else { "touch" }
+        );
+    }
+}
+
+/// The principal index stays whole under concurrent use: two listings at
+/// once both see every session, and "log out everywhere" running beside a
+/// listing still ends every session.
+pub async fn principal_index_consistent_under_concurrency<S: SessionStore>(store: S) {
+    const SESSIONS: usize = 100;
+    let store = Arc::new(store);
+    let user = format!("user-{}", new_key().short());
+    let mut keys = Vec::new();
+    for _ in 0..SESSIONS {
+        let key = new_key();
+        let mut record = new_record();
+        record.principal = Some(user.clone());
+        assert!(store.create(&key, &record).await.expect("create"));
+        keys.push(key);
+    }
+    let list = |store: Arc<S>, user: String| {
+        tokio::spawn(async move { store.list_by_principal(&user).await.expect("list").len() })
+    };
+    let (a, b) = (
+        list(store.clone(), user.clone()),
+        list(store.clone(), user.clone()),
+    );
+    assert_eq!(
+        a.await.expect("task"),
+        SESSIONS,
+        "a concurrent listing missed sessions"
+    );
+    assert_eq!(
+        b.await.expect("task"),
+        SESSIONS,
+        "a concurrent listing missed sessions"
+    );
+
+    let lister = list(store.clone(), user.clone());
+    let deleter = {
+        let (store, user) = (store.clone(), user.clone());
+        tokio::spawn(async move { store.delete_by_principal(&user).await.expect("delete") })
+    };
+    lister.await.expect("task");
+    assert_eq!(
+        deleter.await.expect("task"),
+        SESSIONS as u64,
+        "log out everywhere missed sessions"
+    );
+    for key in &keys {
+        assert_eq!(
+            store.load(key).await.expect("load"),
+            None,
+            "a session survived log out everywhere"
+        );
+    }
 }

@@ -9,7 +9,7 @@ use tower_service::Service;
 
 use super::{Config, FailurePolicy};
 use crate::Session;
-use crate::session::CookieChange;
+use crate::session::{CookieChange, Finish};
 
 /// The service [`SessionLayer`](super::SessionLayer) wraps around an inner service.
 #[derive(Clone)]
@@ -55,13 +55,21 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let config = self.config.clone();
-        let cookie_id = config.cookie.read(request.headers(), &config.wire_name);
-        let session = Session::new(config.clone(), cookie_id);
+        let cookie_ids = config.cookie.read(request.headers(), &config.wire_name);
+        let session = Session::new(config.clone(), cookie_ids);
         request.extensions_mut().insert(session.clone());
 
         Box::pin(async move {
             let mut response = inner.call(request).await?;
-            let finish = session.finish().await;
+            // Its own task: a client that hangs up (dropping this future)
+            // must not cut a logout's delete or a login's id change in half.
+            let finish = match tokio::spawn(async move { session.finish().await }).await {
+                Ok(finish) => finish,
+                Err(_) => Finish {
+                    cookie: CookieChange::Keep,
+                    store_failed: true,
+                },
+            };
             if finish.store_failed && config.failure_policy == FailurePolicy::Reject {
                 return Ok(unavailable());
             }
