@@ -1,1 +1,19 @@
-//! Postgres session store (in progress).
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod error;
+mod sql;
+mod store;
+mod sweeper;
+
+pub use error::{Error, IdentifierKind, IdentifierProblem};
+pub use sql::MAX_IDENTIFIER_LEN;
+pub use store::{
+    DEFAULT_SCHEMA, DEFAULT_SWEEP_BATCH, DEFAULT_TABLE, PostgresStore, PostgresStoreBuilder,
+};
+pub use sweeper::SweeperHandle;
+
+/// Re-exported so an app needs one dependency to build the pool it hands
+/// to [`PostgresStore::new`].
+pub use sqlx;

@@ -161,7 +161,9 @@ impl SessionLayer {
         self
     }
 
-    /// The cookie's name (default `session`).
+    /// The cookie's name (default `session`). It must be an RFC 6265 token:
+    /// ASCII letters, digits and ``!#$%&'*+-.^_`|~``; anything else cannot
+    /// travel in a `Set-Cookie` header.
     ///
     /// ```
     /// # use session_core::SessionLayer;
@@ -256,7 +258,9 @@ impl SessionLayer {
     ///
     /// The first key signs new cookies; every key verifies, so a key can be
     /// rotated out by putting a new one first and dropping the old one once
-    /// its cookies have expired. The 128-bit id is unguessable either way;
+    /// its cookies have expired. Make keys with `Key::generate()`, or from 64
+    /// or more secret random bytes with `Key::try_from(&bytes[..])` (the
+    /// cookie crate's `Key::from` panics on fewer). The 128-bit id is unguessable either way;
     /// signing lets the layer turn away forged cookies without asking the store.
     ///
     /// ```
