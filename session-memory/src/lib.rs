@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use moka::Expiry as CacheExpiry;
 use moka::future::Cache;
-use moka::policy::EvictionPolicy;
 use moka::ops::compute::{CompResult, Op};
+use moka::policy::EvictionPolicy;
 use session_core::record::now;
 use session_core::time::OffsetDateTime;
 use session_core::{
@@ -58,7 +58,12 @@ struct PrincipalIndex {
 
 impl PrincipalIndex {
     fn add(&mut self, principal: &str, key: &StoreKey) {
-        if self.keys.entry(principal.to_owned()).or_default().insert(key.clone()) {
+        if self
+            .keys
+            .entry(principal.to_owned())
+            .or_default()
+            .insert(key.clone())
+        {
             self.entries += 1;
         }
     }

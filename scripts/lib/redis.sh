@@ -1,0 +1,133 @@
+# Throwaway Redis servers for the tests: one standalone server and one
+# 3-master Redis Cluster, on free loopback ports, each in its own temp dir,
+# without persistence. Sourced after scripts/lib/common.sh, not run.
+#
+#   start_redis          # exports REDIS_URL=redis://127.0.0.1:PORT
+#   start_redis_cluster  # exports REDIS_CLUSTER_NODES=redis://127.0.0.1:P1,...,P3
+#
+# Both register their shutdown (and the removal of their temp dirs) with
+# on_exit, so `trap run_cleanups EXIT` stops them.
+
+# Settings shared by every throwaway server: loopback only, nothing on disk,
+# no background saves that could stall a test.
+_redis_common_args() {
+    local dir=$1 port=$2
+    printf '%s\n' --bind 127.0.0.1 --port "$port" --dir "$dir" \
+        --save '' --appendonly no --protected-mode yes \
+        --daemonize no --logfile "$dir/redis.log"
+}
+
+# _redis_ping PORT: succeeds once the server on PORT answers PONG.
+_redis_ping() {
+    [ "$(redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null)" = PONG ]
+}
+
+# _redis_stop PID DIR: stops the server PID (if still running) and removes DIR.
+_redis_stop() {
+    local pid=$1 dir=$2
+    if kill -0 "$pid" 2>/dev/null; then
+        kill "$pid" 2>/dev/null
+        local i
+        for i in $(seq 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -9 "$pid" 2>/dev/null || true
+    fi
+    rm -rf "$dir"
+}
+
+# _redis_spawn DIR PORT [EXTRA ARGS...]: starts a server in the background,
+# registers its shutdown, and waits until it answers.
+_redis_spawn() {
+    local dir=$1 port=$2
+    shift 2
+    local args
+    mapfile -t args < <(_redis_common_args "$dir" "$port")
+    redis-server "${args[@]}" "$@" >/dev/null 2>&1 &
+    local pid=$!
+    on_exit _redis_stop "$pid" "$dir"
+    if ! wait_for 10 _redis_ping "$port"; then
+        echo "redis-server on 127.0.0.1:$port did not start; its log:" >&2
+        cat "$dir/redis.log" >&2 2>/dev/null || true
+        return 1
+    fi
+}
+
+# _cluster_port: a free port P whose cluster bus port P+10000 is free too.
+_cluster_port() {
+    python3 - <<'PY'
+import socket
+for _ in range(200):
+    a = socket.socket()
+    a.bind(("127.0.0.1", 0))
+    port = a.getsockname()[1]
+    if port + 10000 > 65535:
+        a.close()
+        continue
+    b = socket.socket()
+    try:
+        b.bind(("127.0.0.1", port + 10000))
+    except OSError:
+        a.close()
+        continue
+    finally:
+        b.close()
+    a.close()
+    print(port)
+    break
+else:
+    raise SystemExit("no free port pair (P, P+10000) found")
+PY
+}
+
+# start_redis: a standalone server; exports REDIS_URL.
+start_redis() {
+    need_cmd redis-server redis-server || return 1
+    need_cmd redis-cli redis-tools || return 1
+    local dir port
+    dir=$(mktemp -d "${TMPDIR:-/tmp}/redis-test.XXXXXX")
+    port=$(free_port)
+    _redis_spawn "$dir" "$port" || return 1
+    export REDIS_URL="redis://127.0.0.1:$port"
+    echo "redis: $REDIS_URL" >&2
+}
+
+_cluster_ok() {
+    local port
+    for port in "$@"; do
+        redis-cli -h 127.0.0.1 -p "$port" cluster info 2>/dev/null | grep -q '^cluster_state:ok' || return 1
+    done
+}
+
+# start_redis_cluster: three masters, no replicas; exports REDIS_CLUSTER_NODES.
+start_redis_cluster() {
+    need_cmd redis-server redis-server || return 1
+    need_cmd redis-cli redis-tools || return 1
+    local ports=() nodes=() urls=() port dir i
+    for i in 1 2 3; do
+        # Ports are drawn one after the other and bound only when the server
+        # starts, so a draw can repeat an earlier one: draw again then.
+        while :; do
+            port=$(_cluster_port) || return 1
+            [[ " ${ports[*]} " == *" $port "* ]] || break
+        done
+        dir=$(mktemp -d "${TMPDIR:-/tmp}/redis-cluster-test.XXXXXX")
+        _redis_spawn "$dir" "$port" --cluster-enabled yes \
+            --cluster-config-file "$dir/nodes.conf" --cluster-node-timeout 5000 || return 1
+        ports+=("$port")
+        nodes+=("127.0.0.1:$port")
+        urls+=("redis://127.0.0.1:$port")
+    done
+    if ! redis-cli --cluster create "${nodes[@]}" --cluster-replicas 0 --cluster-yes >/dev/null 2>&1; then
+        echo "redis-cli --cluster create ${nodes[*]} failed" >&2
+        return 1
+    fi
+    if ! wait_for 30 _cluster_ok "${ports[@]}"; then
+        echo "redis cluster on ${nodes[*]} did not reach cluster_state:ok" >&2
+        return 1
+    fi
+    REDIS_CLUSTER_NODES=$(IFS=,; echo "${urls[*]}")
+    export REDIS_CLUSTER_NODES
+    echo "redis cluster: $REDIS_CLUSTER_NODES" >&2
+}

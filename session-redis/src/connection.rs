@@ -1,0 +1,140 @@
+//! Multiplexed connections shared by all concurrent store calls.
+//!
+//! A deadpool object held for a whole store call caps the commands in flight
+//! at the pool size, and every checkout costs a `PING` (deadpool-redis
+//! health-checks an object each time it leaves the pool). A redis-rs
+//! multiplexed connection (and a cluster connection) instead takes any number
+//! of concurrent requests and pipelines them on one socket. So the store
+//! keeps a few *slots*, each holding a clone of a connection checked out of
+//! the pool once; calls pick a slot round-robin and clone its handle (an
+//! `Arc` bump). The pool object itself goes straight back to the pool, which
+//! keeps creating, health-checking and bounding the connections.
+//!
+//! When a call fails below the Redis protocol (I/O error, dropped connection,
+//! timeout), every slot is emptied: the next calls check connections out of
+//! the pool again, whose health check replaces dead ones. That is how the
+//! store serves again after a Redis restart without an application restart.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use deadpool_redis::redis::aio::{ConnectionLike, MultiplexedConnection};
+use deadpool_redis::redis::cluster_async::ClusterConnection;
+use deadpool_redis::redis::{self, ErrorKind, RedisError, RedisFuture};
+use session_core::StoreError;
+
+/// The pool connections come from: a standalone server or a cluster.
+#[derive(Clone)]
+pub(crate) enum Pool {
+    Single(deadpool_redis::Pool),
+    Cluster(deadpool_redis::cluster::Pool),
+}
+
+impl Pool {
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self, Self::Cluster(_))
+    }
+
+    async fn checkout(&self) -> Result<Conn, StoreError> {
+        // The clone outlives the pool object, which returns to the pool here.
+        Ok(match self {
+            Self::Single(pool) => {
+                let object = pool.get().await.map_err(StoreError::backend)?;
+                Conn::Single(MultiplexedConnection::clone(&object))
+            }
+            Self::Cluster(pool) => {
+                let object = pool.get().await.map_err(StoreError::backend)?;
+                Conn::Cluster(ClusterConnection::clone(&object))
+            }
+        })
+    }
+}
+
+/// A cheap handle on a shared connection.
+#[derive(Clone)]
+pub(crate) enum Conn {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> RedisFuture<'a, redis::Value> {
+        match self {
+            Self::Single(conn) => conn.req_packed_command(cmd),
+            Self::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Self::Single(conn) => conn.req_packed_commands(cmd, offset, count),
+            Self::Cluster(conn) => conn.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(conn) => conn.get_db(),
+            Self::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
+/// The pool and the slots of shared connections taken from it.
+pub(crate) struct Connections {
+    pool: Pool,
+    slots: Box<[Mutex<Option<Conn>>]>,
+    next: AtomicUsize,
+}
+
+impl Connections {
+    pub(crate) fn new(pool: Pool, slots: usize) -> Self {
+        Self {
+            pool,
+            slots: (0..slots.max(1)).map(|_| Mutex::new(None)).collect(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    pub(crate) fn slots(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// A handle on one of the shared connections, checking one out of the
+    /// pool if its slot is empty.
+    pub(crate) async fn get(&self) -> Result<Conn, StoreError> {
+        let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
+        if let Some(conn) = lock(slot).as_ref() {
+            return Ok(conn.clone());
+        }
+        let conn = self.pool.checkout().await?;
+        *lock(slot) = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Maps a command's error to a store error, first emptying every slot if
+    /// the connection itself failed (a server error reply leaves it usable).
+    pub(crate) fn failed(&self, error: RedisError) -> StoreError {
+        if !matches!(error.kind(), ErrorKind::Server(_)) {
+            for slot in &self.slots {
+                lock(slot).take();
+            }
+        }
+        StoreError::backend(error)
+    }
+}
+
+fn lock(slot: &Mutex<Option<Conn>>) -> std::sync::MutexGuard<'_, Option<Conn>> {
+    // A slot only ever holds a complete value, so a panic elsewhere while it
+    // was locked leaves nothing half-written.
+    slot.lock().unwrap_or_else(PoisonError::into_inner)
+}

@@ -1,0 +1,383 @@
+//! `RedisStore`: the `SessionStore` contract on Redis hashes and Lua scripts.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use deadpool_redis::redis::{self, AsyncCommands as _, ScriptInvocation};
+use futures_util::future::try_join_all;
+use session_core::record::{now, to_unix_ms};
+use session_core::time::OffsetDateTime;
+use session_core::{Record, SaveOutcome, SessionInfo, SessionStore, StoreError, StoreKey};
+
+use crate::connection::{Conn, Connections, Pool};
+use crate::encoding::{self, millis};
+use crate::scripts;
+
+/// Key prefix used unless [`RedisStore::key_prefix`] sets another.
+pub const DEFAULT_KEY_PREFIX: &str = "session:";
+
+/// Shared connections a store keeps unless [`RedisStore::shared_connections`]
+/// sets another number.
+pub const DEFAULT_SHARED_CONNECTIONS: usize = 2;
+
+/// Sessions in Redis (a standalone server or a Redis Cluster), on a
+/// deadpool-redis pool: the stateless mode.
+///
+/// Cloning is cheap; clones share the connections. See the [crate
+/// docs](crate) for the keys, the hash layout and the scripts.
+///
+/// ```
+/// use session_redis::RedisStore;
+///
+/// // Building the store does not connect: the first store call does.
+/// let store = RedisStore::from_url("redis://127.0.0.1:6379")?.key_prefix("myapp:session:");
+/// let layer = session_core::SessionLayer::new(store);
+/// # Ok::<(), session_redis::BuildError>(())
+/// ```
+#[derive(Clone)]
+pub struct RedisStore {
+    connections: Arc<Connections>,
+    prefix: Arc<str>,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("cluster", &self.connections.pool().is_cluster())
+            .field("key_prefix", &self.prefix)
+            .field("shared_connections", &self.connections.slots())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// A store on a standalone Redis server, taking its connections from
+    /// `pool` (whose size and timeouts are the pool's own).
+    ///
+    /// ```
+    /// use session_redis::{RedisStore, deadpool_redis};
+    ///
+    /// let pool = deadpool_redis::Config::from_url("redis://127.0.0.1:6379")
+    ///     .create_pool(Some(deadpool_redis::Runtime::Tokio1))?;
+    /// let store = RedisStore::new(pool);
+    /// # Ok::<(), deadpool_redis::CreatePoolError>(())
+    /// ```
+    pub fn new(pool: deadpool_redis::Pool) -> Self {
+        Self::with_pool(Pool::Single(pool))
+    }
+
+    /// A store on a Redis Cluster, taking its connections from `pool`.
+    ///
+    /// ```
+    /// use session_redis::{RedisStore, deadpool_redis};
+    ///
+    /// let pool = deadpool_redis::cluster::Config::from_urls(vec![
+    ///     "redis://127.0.0.1:7000".to_owned(),
+    ///     "redis://127.0.0.1:7001".to_owned(),
+    /// ])
+    /// .create_pool(Some(deadpool_redis::Runtime::Tokio1))?;
+    /// let store = RedisStore::new_cluster(pool);
+    /// # Ok::<(), deadpool_redis::CreatePoolError>(())
+    /// ```
+    pub fn new_cluster(pool: deadpool_redis::cluster::Pool) -> Self {
+        Self::with_pool(Pool::Cluster(pool))
+    }
+
+    pub(crate) fn with_pool(pool: Pool) -> Self {
+        Self {
+            connections: Arc::new(Connections::new(pool, DEFAULT_SHARED_CONNECTIONS)),
+            prefix: Arc::from(DEFAULT_KEY_PREFIX),
+        }
+    }
+
+    /// The prefix of every key this store writes (default
+    /// [`DEFAULT_KEY_PREFIX`], `session:`). Give each application sharing a
+    /// Redis its own prefix.
+    ///
+    /// In a cluster, a prefix containing a `{hash tag}` would put every
+    /// session in one slot, on one node: leave braces out unless that is
+    /// what you want.
+    ///
+    /// ```
+    /// # use session_redis::RedisStore;
+    /// let store = RedisStore::from_url("redis://127.0.0.1:6379")?.key_prefix("shop:sess:");
+    /// # Ok::<(), session_redis::BuildError>(())
+    /// ```
+    #[must_use]
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = Arc::from(prefix.into());
+        self
+    }
+
+    /// How many pooled connections the store's calls share (default
+    /// [`DEFAULT_SHARED_CONNECTIONS`], at least 1).
+    ///
+    /// Each is a multiplexed connection: concurrent calls pipeline on it
+    /// instead of waiting for a connection of their own. One connection
+    /// already serves tens of thousands of calls per second; a second one
+    /// spreads the client-side work. Connections are taken from the pool on
+    /// first use and after a connection failure.
+    ///
+    /// ```
+    /// # use session_redis::RedisStore;
+    /// let store = RedisStore::from_url("redis://127.0.0.1:6379")?.shared_connections(4);
+    /// # Ok::<(), session_redis::BuildError>(())
+    /// ```
+    #[must_use]
+    pub fn shared_connections(mut self, connections: usize) -> Self {
+        let pool = self.connections.pool().clone();
+        self.connections = Arc::new(Connections::new(pool, connections));
+        self
+    }
+
+    /// The Redis key of the record under `key`: `{prefix}s:{key}`.
+    pub fn record_key(&self, key: &StoreKey) -> String {
+        format!("{}s:{}", self.prefix, key.as_str())
+    }
+
+    /// The Redis key of the set indexing the sessions of `principal`:
+    /// `{prefix}p:{principal}`.
+    pub fn principal_key(&self, principal: &str) -> String {
+        format!("{}p:{}", self.prefix, principal)
+    }
+
+    /// Runs one command or script on a shared connection.
+    async fn run<T, F>(&self, call: F) -> Result<T, StoreError>
+    where
+        F: AsyncFnOnce(&mut Conn) -> redis::RedisResult<T>,
+    {
+        let mut conn = self.connections.get().await?;
+        call(&mut conn)
+            .await
+            .map_err(|e| self.connections.failed(e))
+    }
+
+    /// Notes `key` in `principal`'s set before the write that gives the record
+    /// that principal, so the index never misses a live record.
+    async fn index(
+        &self,
+        key: &StoreKey,
+        record: &Record,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let Some(principal) = &record.principal else {
+            return Ok(());
+        };
+        // No touch or save can keep the record past its absolute deadline, so
+        // a set living that long outlives this member without being touched.
+        let longest = to_unix_ms(record.absolute_deadline) - to_unix_ms(now);
+        if longest <= 0 {
+            return Ok(());
+        }
+        let mut invocation = scripts::INDEX.key(self.principal_key(principal));
+        invocation.arg(key.as_str()).arg(longest);
+        self.run(async |conn| invocation.invoke_async::<i64>(conn).await)
+            .await
+            .map(drop)
+    }
+
+    /// Reads the record under `key`: `None` if absent, not live, or not
+    /// decodable (then logged).
+    async fn read(&self, conn: &mut Conn, key: &StoreKey) -> redis::RedisResult<Option<Record>> {
+        let hash: HashMap<Vec<u8>, Vec<u8>> = match conn.hgetall(self.record_key(key)).await {
+            Ok(hash) => hash,
+            Err(e) if e.code() == Some("WRONGTYPE") => {
+                tracing::warn!(
+                    key = key.short(),
+                    "session key holds no hash; treated as absent"
+                );
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        if hash.is_empty() {
+            return Ok(None);
+        }
+        match encoding::decode(&hash) {
+            Ok(record) if record.is_expired(now()) => Ok(None),
+            Ok(record) => Ok(Some(record)),
+            Err(error) => {
+                tracing::warn!(key = key.short(), %error, "session record does not decode; treated as absent");
+                Ok(None)
+            }
+        }
+    }
+
+    /// The members of `principal`'s set that are store keys; members that
+    /// are not (never written by this crate) come back in the second list.
+    async fn members(&self, principal: &str) -> Result<(Vec<StoreKey>, Vec<Vec<u8>>), StoreError> {
+        let set = self.principal_key(principal);
+        let members: Vec<Vec<u8>> = self.run(async |conn| conn.smembers(&set).await).await?;
+        let mut keys = Vec::with_capacity(members.len());
+        let mut foreign = Vec::new();
+        for member in members {
+            match std::str::from_utf8(&member).ok().and_then(StoreKey::parse) {
+                Some(key) => keys.push(key),
+                None => foreign.push(member),
+            }
+        }
+        Ok((keys, foreign))
+    }
+
+    /// Lazy cleanup: removes dead members from `principal`'s set. A failure
+    /// is logged, not returned: the caller's answer is already complete, and
+    /// the next listing tries again.
+    async fn forget(&self, principal: &str, dead: Vec<Vec<u8>>) {
+        if dead.is_empty() {
+            return;
+        }
+        let set = self.principal_key(principal);
+        let removed = self
+            .run(async |conn| conn.srem::<_, _, i64>(&set, &dead).await)
+            .await;
+        if let Err(error) = removed {
+            tracing::warn!(%error, "could not prune a principal's session index");
+        }
+    }
+}
+
+/// Appends the TTL and the record's fields to a script invocation.
+fn with_record(
+    invocation: &mut ScriptInvocation<'_>,
+    ttl: u64,
+    record: &Record,
+) -> Result<(), StoreError> {
+    invocation.arg(ttl);
+    for (field, value) in encoding::fields(record)? {
+        invocation.arg(field).arg(value);
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    /// One `create` script (plus the principal index first, when the record
+    /// has a principal).
+    async fn create(&self, key: &StoreKey, record: &Record) -> Result<bool, StoreError> {
+        let now = now();
+        self.index(key, record, now).await?;
+        let mut invocation = scripts::CREATE.key(self.record_key(key));
+        invocation.arg(to_unix_ms(now));
+        with_record(&mut invocation, millis(record.ttl(now)), record)?;
+        let created: i64 = self
+            .run(async |conn| invocation.invoke_async(conn).await)
+            .await?;
+        Ok(created == 1)
+    }
+
+    /// One `HGETALL`.
+    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
+        self.run(async |conn| self.read(conn, key).await).await
+    }
+
+    /// One `save` script (plus the principal index first, when the record
+    /// has a principal).
+    async fn save(
+        &self,
+        key: &StoreKey,
+        record: &Record,
+        expected_version: u64,
+    ) -> Result<SaveOutcome, StoreError> {
+        let now = now();
+        self.index(key, record, now).await?;
+        let mut invocation = scripts::SAVE.key(self.record_key(key));
+        invocation
+            .arg(to_unix_ms(now))
+            .arg(expected_version.to_string());
+        with_record(&mut invocation, millis(record.ttl(now)), record)?;
+        let outcome: i64 = self
+            .run(async |conn| invocation.invoke_async(conn).await)
+            .await?;
+        Ok(match outcome {
+            2 => SaveOutcome::Saved,
+            1 => SaveOutcome::Conflict,
+            _ => SaveOutcome::Gone,
+        })
+    }
+
+    /// One `touch` script.
+    async fn touch(
+        &self,
+        key: &StoreKey,
+        idle_deadline: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let mut invocation = scripts::TOUCH.key(self.record_key(key));
+        invocation
+            .arg(to_unix_ms(now()))
+            .arg(to_unix_ms(idle_deadline));
+        let touched: i64 = self
+            .run(async |conn| invocation.invoke_async(conn).await)
+            .await?;
+        Ok(touched == 1)
+    }
+
+    /// One `DEL`: a single command is atomic already. The principal's set
+    /// keeps the key until a listing finds it dead.
+    async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
+        let record_key = self.record_key(key);
+        self.run(async |conn| conn.del::<_, i64>(&record_key).await)
+            .await
+            .map(drop)
+    }
+
+    /// `SMEMBERS`, then one `HGETALL` per member, all in flight together;
+    /// then one `SREM` of the dead members, if any.
+    async fn list_by_principal(&self, principal: &str) -> Result<Vec<SessionInfo>, StoreError> {
+        let (keys, mut dead) = self.members(principal).await?;
+        let reads = keys.iter().map(|key| async move {
+            let record = self.run(async |conn| self.read(conn, key).await).await?;
+            Ok::<_, StoreError>((key, record))
+        });
+        let mut sessions = Vec::new();
+        for (key, record) in try_join_all(reads).await? {
+            match record {
+                Some(record) if record.principal.as_deref() == Some(principal) => {
+                    sessions.push(SessionInfo::new(key.clone(), &record));
+                }
+                // Now another principal's: kept, since a parallel save may
+                // give it back (it leaves the set once it is dead).
+                Some(_) => {}
+                None => dead.push(key.as_str().as_bytes().to_vec()),
+            }
+        }
+        self.forget(principal, dead).await;
+        sessions.sort_by_key(|s| std::cmp::Reverse(s.last_access));
+        Ok(sessions)
+    }
+
+    /// `SMEMBERS`, then one script per member deleting it if it is a live
+    /// session of `principal`, all in flight together; then one `SREM`.
+    async fn delete_by_principal(&self, principal: &str) -> Result<u64, StoreError> {
+        let (keys, mut dead) = self.members(principal).await?;
+        let now = to_unix_ms(now());
+        let deletes = keys.iter().map(|key| async move {
+            let mut invocation = scripts::DELETE_OWNED.key(self.record_key(key));
+            invocation.arg(now).arg(principal);
+            let outcome: i64 = self
+                .run(async |conn| invocation.invoke_async(conn).await)
+                .await?;
+            Ok::<_, StoreError>((key, outcome))
+        });
+        let mut deleted = 0;
+        for (key, outcome) in try_join_all(deletes).await? {
+            match outcome {
+                1 => {
+                    deleted += 1;
+                    dead.push(key.as_str().as_bytes().to_vec());
+                }
+                0 => dead.push(key.as_str().as_bytes().to_vec()),
+                _ => {}
+            }
+        }
+        self.forget(principal, dead).await;
+        Ok(deleted)
+    }
+
+    /// Returns `0`: Redis expires each record by its own TTL, and the
+    /// scripts treat a record past its deadline as absent before that.
+    async fn delete_expired(&self) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+}
