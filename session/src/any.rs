@@ -133,6 +133,20 @@ async fn connect_backend(backend: &Backend) -> Result<AnyStore, ConnectError> {
         }
         #[cfg(not(feature = "memory"))]
         Backend::Memory { .. } => Err(ConfigError::NotCompiledIn("memory").into()),
+        #[cfg(feature = "redis")]
+        Backend::Redis { url, pool, prefix } => {
+            let builder = session_redis::RedisStore::builder(url.clone());
+            redis_store("redis", builder, *pool, prefix.as_deref())
+        }
+        #[cfg(feature = "redis")]
+        Backend::RedisCluster {
+            nodes,
+            pool,
+            prefix,
+        } => {
+            let builder = session_redis::RedisStore::cluster_builder(nodes.iter().cloned());
+            redis_store("redis+cluster", builder, *pool, prefix.as_deref())
+        }
         #[cfg(not(feature = "redis"))]
         Backend::Redis { .. } | Backend::RedisCluster { .. } => {
             Err(ConfigError::NotCompiledIn("redis").into())
@@ -140,6 +154,28 @@ async fn connect_backend(backend: &Backend) -> Result<AnyStore, ConnectError> {
         #[cfg(not(feature = "postgres"))]
         Backend::Postgres { .. } => Err(ConfigError::NotCompiledIn("postgres").into()),
     }
+}
+
+#[cfg(feature = "redis")]
+fn redis_store(
+    backend: &'static str,
+    mut builder: session_redis::RedisStoreBuilder,
+    pool: Option<usize>,
+    prefix: Option<&str>,
+) -> Result<AnyStore, ConnectError> {
+    if let Some(size) = pool {
+        builder = builder.pool_size(size);
+    }
+    // Building makes the pool; connections are opened by the first calls,
+    // so an app can start before its Redis does.
+    let mut store = builder.build().map_err(|e| ConnectError::Backend {
+        backend,
+        source: Box::new(e),
+    })?;
+    if let Some(prefix) = prefix {
+        store = store.key_prefix(prefix);
+    }
+    Ok(AnyStore::new(backend, store))
 }
 
 #[async_trait]
