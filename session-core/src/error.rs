@@ -60,6 +60,16 @@ pub enum SessionError {
         #[source]
         source: serde_json::Error,
     },
+    /// The change would make the session's data larger than the layer's
+    /// [`max_session_size`](crate::SessionLayer::max_session_size); it was
+    /// not made, and the session is as it was before.
+    #[error("session data would be {size} bytes, over the limit of {limit}")]
+    TooLarge {
+        /// The data's JSON size with the change.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// The request's response was already produced and the session saved;
     /// changes made through a handle kept past the request are not stored.
     #[error("the session was already saved at the end of its request")]

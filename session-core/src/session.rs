@@ -87,6 +87,8 @@ struct State {
     doomed: Vec<StoreKey>,
     /// `destroy` was called: the browser is told to drop the cookie.
     destroyed: bool,
+    /// The JSON size of the working copy's data, once a change needed it.
+    data_size: Option<usize>,
     store_failed: bool,
 }
 
@@ -239,15 +241,46 @@ impl Session {
         }
         let config = &self.inner.config;
         let now = now();
+        let state = &mut *state;
         let record = state
             .record
             .get_or_insert_with(|| Record::new(now, &config.expiry));
         let changes = op.changes(record);
+        // The size check needs the data's size before the change and the old
+        // value of the key it sets, to undo a change that makes it too big.
+        let sets = match &op {
+            Op::Insert(key, _) | Op::Update(key, _) => Some(key.clone()),
+            _ => None,
+        };
+        let before = sets.as_ref().map(|key| {
+            let size = *state
+                .data_size
+                .get_or_insert_with(|| json_len(&record.data));
+            (size, record.data.get(key).cloned())
+        });
         op.apply(record, now)
             .map_err(|source| SessionError::Value {
                 key: op_key(&op),
                 source,
             })?;
+        if let (Some(key), Some((size, old))) = (sets, before) {
+            let new_len = entry_len(&key, record.data.get(&key));
+            let size = size - entry_len(&key, old.as_ref()) + new_len;
+            if size > config.max_session_size {
+                match old {
+                    Some(old) => record.data.insert(key, old),
+                    None => record.data.remove(&key),
+                };
+                return Err(SessionError::TooLarge {
+                    size,
+                    limit: config.max_session_size,
+                });
+            }
+            state.data_size = Some(size);
+        } else if matches!(op, Op::Remove(_) | Op::Clear) {
+            // Shrinks: recomputed on the next change that grows the data.
+            state.data_size = None;
+        }
         if matches!(op, Op::SetExpiry(_)) {
             state.cookie_changed = true;
         }
@@ -385,6 +418,7 @@ impl Session {
         state.destroyed = true;
         state.phase = Phase::Ready;
         state.record = None;
+        state.data_size = None;
         state.ops.clear();
         state.changed = false;
         state.cycle = false;
@@ -717,6 +751,17 @@ pub(crate) async fn call<T>(
         );
     }
     result
+}
+
+/// The length of `value` as JSON.
+fn json_len<T: Serialize + ?Sized>(value: &T) -> usize {
+    // Serializing session data (string keys, JSON values) cannot fail.
+    serde_json::to_vec(value).map_or(0, |bytes| bytes.len())
+}
+
+/// What the entry `"key":value,` adds to the data's JSON size.
+fn entry_len(key: &str, value: Option<&Value>) -> usize {
+    value.map_or(0, |value| json_len(key) + json_len(value) + 2)
 }
 
 fn value_error(key: &str, source: serde_json::Error) -> SessionError {

@@ -51,6 +51,7 @@ fn app_together(layer: SessionLayer, n: usize) -> (Router, Gate) {
         .route("/keys", get(keys))
         .route("/remember", get(remember))
         .route("/held-write", get(held_write))
+        .route("/big/{bytes}", get(big))
         .with_state(gate.clone())
         .layer(layer);
     (router, gate)
@@ -132,6 +133,19 @@ async fn held_cycle(
     gate.release.notified().await;
     session.cycle_id().await?;
     Ok("cycled")
+}
+
+/// Counts, then tries to store a string of `bytes` bytes; answers
+/// `too large` when the layer refuses it.
+async fn big(session: Session, Path(bytes): Path<usize>) -> Result<String, SessionError> {
+    session
+        .update("n", |n: Option<u64>| n.unwrap_or(0) + 1)
+        .await?;
+    match session.insert("blob", "x".repeat(bytes)).await {
+        Ok(()) => Ok("stored".to_owned()),
+        Err(SessionError::TooLarge { size, limit }) => Ok(format!("too large: {size} > {limit}")),
+        Err(error) => Err(error),
+    }
 }
 
 /// Loads the session, signals, waits for the test's release, then writes.
@@ -784,4 +798,41 @@ pub async fn stale_cookie_before_live_one_does_not_hide_it<S: SessionStore>(stor
     let reply = get_with(&app, "/count", &format!("{stale}; {pair}")).await;
     assert_eq!(reply.body, "2");
     assert!(reply.set_cookies.is_empty());
+}
+
+/// A change that would make the session larger than the limit is refused
+/// with a clear error, and nothing of it is written.
+pub async fn oversized_session_refused_and_nothing_written<S: SessionStore>(store: S) {
+    let store = Arc::new(store);
+    let layer = SessionLayer::from_arc(store.clone()).max_session_size(1024);
+    let (app, _) = app(layer);
+    let reply = send(&app, "/big/100", None).await;
+    assert_eq!(reply.body, "stored");
+    let pair = reply.cookie_pair().expect("cookie");
+    let key = id_of(&pair).store_key();
+
+    let reply = get_with(&app, "/big/2000", &pair).await;
+    assert!(reply.body.starts_with("too large: "), "{}", reply.body);
+    assert!(reply.body.ends_with(" > 1024"), "{}", reply.body);
+    let stored = store.load(&key).await.expect("load").expect("present");
+    assert_eq!(
+        stored.data["blob"].as_str().map(str::len),
+        Some(100),
+        "the big value was written"
+    );
+    // The other change of that request (the count) still counts.
+    assert_eq!(stored.data["n"], serde_json::json!(2));
+
+    // A visitor without a session whose first write is too big gets none.
+    let reply = send(&app, "/big/5000", None).await;
+    assert!(reply.body.starts_with("too large"), "{}", reply.body);
+    let pair = reply
+        .cookie_pair()
+        .expect("the count alone makes a session");
+    let stored = store
+        .load(&id_of(&pair).store_key())
+        .await
+        .expect("load")
+        .expect("present");
+    assert!(stored.data.get("blob").is_none());
 }

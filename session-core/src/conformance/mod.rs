@@ -79,6 +79,7 @@ macro_rules! conformance_tests {
             parallel_requests_inserting_own_key_all_kept,
             foreign_non_ascii_cookies_do_not_hide_the_session,
             stale_cookie_before_live_one_does_not_hide_it,
+            oversized_session_refused_and_nothing_written,
         );
     };
 }

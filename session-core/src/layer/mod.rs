@@ -58,6 +58,9 @@ pub const DEFAULT_COOKIE_NAME: &str = "session";
 /// Default for [`SessionLayer::op_timeout`].
 pub const DEFAULT_OP_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Default for [`SessionLayer::max_session_size`]: 64 KiB of JSON data.
+pub const DEFAULT_MAX_SESSION_SIZE: usize = 64 * 1024;
+
 /// Default for [`SessionLayer::save_attempts`].
 pub const DEFAULT_SAVE_ATTEMPTS: u32 = 16;
 
@@ -85,6 +88,7 @@ pub(crate) struct Config {
     pub(crate) op_timeout: Duration,
     pub(crate) failure_policy: FailurePolicy,
     pub(crate) save_attempts: u32,
+    pub(crate) max_session_size: usize,
 }
 
 /// The session middleware: wrap a router or service with it.
@@ -150,6 +154,7 @@ impl SessionLayer {
                 op_timeout: DEFAULT_OP_TIMEOUT,
                 failure_policy: FailurePolicy::default(),
                 save_attempts: DEFAULT_SAVE_ATTEMPTS,
+                max_session_size: DEFAULT_MAX_SESSION_SIZE,
             }),
         }
     }
@@ -331,6 +336,22 @@ impl SessionLayer {
     #[must_use]
     pub fn failure_policy(self, policy: FailurePolicy) -> Self {
         self.with(|c| c.failure_policy = policy)
+    }
+
+    /// The largest a session's data may grow, in bytes of JSON (default
+    /// [`DEFAULT_MAX_SESSION_SIZE`], 64 KiB). A change that would pass it is
+    /// refused with [`SessionError::TooLarge`](crate::SessionError::TooLarge)
+    /// and not made: nothing half-written reaches the store. Sessions are
+    /// read on every request; keep them small and put bulk data elsewhere.
+    ///
+    /// ```
+    /// # use session_core::SessionLayer;
+    /// # use session_memory::MemoryStore;
+    /// let layer = SessionLayer::new(MemoryStore::default()).max_session_size(16 * 1024);
+    /// ```
+    #[must_use]
+    pub fn max_session_size(self, bytes: usize) -> Self {
+        self.with(|c| c.max_session_size = bytes)
     }
 
     /// How many compare-and-set attempts a save makes when parallel requests
