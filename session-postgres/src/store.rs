@@ -1,0 +1,578 @@
+//! `PostgresStore`: construction, migrations and the `SessionStore` contract.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use session_core::record::{from_unix_ms, now, to_unix_ms};
+use session_core::time::OffsetDateTime;
+use session_core::{
+    Data, Record, SaveOutcome, SessionInfo, SessionStore, StoreError, StoreKey, async_trait,
+};
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::{AssertSqlSafe, Row as _};
+
+use crate::error::Error;
+use crate::sql::{FORMAT, MIGRATIONS, Statements};
+
+/// The schema a store uses unless told otherwise.
+pub const DEFAULT_SCHEMA: &str = "public";
+/// The table a store uses unless told otherwise.
+pub const DEFAULT_TABLE: &str = "sessions";
+/// Rows [`SessionStore::delete_expired`] deletes per statement.
+pub const DEFAULT_SWEEP_BATCH: u32 = 1_000;
+
+/// Sessions in a Postgres table, on a sqlx [`PgPool`].
+///
+/// One row per session, keyed by its [`StoreKey`] (never the session id).
+/// Liveness is decided by the database clock: every write sets
+/// `expires_at = now() + ttl`, every read filters on `expires_at > now()`, so
+/// app servers with skewed clocks agree on which sessions are live.
+///
+/// Cloning is cheap; clones share the pool.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), session_postgres::Error> {
+/// use session_postgres::PostgresStore;
+///
+/// let store = PostgresStore::connect("postgres://app@localhost/app").await?;
+/// store.migrate().await?;
+/// let layer = session_core::SessionLayer::new(store);
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct PostgresStore {
+    pool: PgPool,
+    sql: Arc<Statements>,
+}
+
+/// Builds a [`PostgresStore`] with a chosen schema and table.
+///
+/// Names are validated before any SQL is built, since they are spliced into
+/// statements: 1 to [`MAX_IDENTIFIER_LEN`](crate::MAX_IDENTIFIER_LEN) bytes
+/// of lowercase ASCII letters, digits and `_`, not starting with a digit;
+/// a schema may not start with `pg_`. Lowercase only, so the name a person
+/// types unquoted in `psql` is the table the store uses.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use session_postgres::{PostgresStore, sqlx::PgPool};
+///
+/// let pool = PgPool::connect("postgres://app@localhost/app").await?;
+/// let store = PostgresStore::builder(pool)
+///     .schema("auth")
+///     .table("web_sessions")
+///     .build()?;
+/// store.migrate().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+#[must_use]
+pub struct PostgresStoreBuilder {
+    pool: PgPool,
+    schema: String,
+    table: String,
+}
+
+impl PostgresStoreBuilder {
+    /// The schema holding the table (default [`DEFAULT_SCHEMA`]).
+    /// [`PostgresStore::migrate`] creates it when missing.
+    ///
+    /// ```no_run
+    /// # fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let pool = sqlx::PgPool::connect_lazy("postgres://app@localhost/app")?;
+    /// let store = session_postgres::PostgresStore::builder(pool).schema("auth").build()?;
+    /// assert_eq!(store.schema(), "auth");
+    /// # Ok(()) }
+    /// ```
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = schema.into();
+        self
+    }
+
+    /// The session table (default [`DEFAULT_TABLE`]).
+    ///
+    /// ```no_run
+    /// # fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let pool = sqlx::PgPool::connect_lazy("postgres://app@localhost/app")?;
+    /// let store = session_postgres::PostgresStore::builder(pool).table("web_sessions").build()?;
+    /// assert_eq!(store.table(), "web_sessions");
+    /// # Ok(()) }
+    /// ```
+    pub fn table(mut self, table: impl Into<String>) -> Self {
+        self.table = table.into();
+        self
+    }
+
+    /// The store.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidIdentifier`] when the schema or table name breaks the
+    /// rules above.
+    pub fn build(self) -> Result<PostgresStore, Error> {
+        Ok(PostgresStore {
+            pool: self.pool,
+            sql: Arc::new(Statements::new(&self.schema, &self.table)?),
+        })
+    }
+}
+
+impl PostgresStore {
+    /// A store on `pool` using `public.sessions`.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use session_postgres::{PostgresStore, sqlx::postgres::PgPoolOptions};
+    ///
+    /// let pool = PgPoolOptions::new()
+    ///     .max_connections(20)
+    ///     .connect("postgres://app@localhost/app")
+    ///     .await?;
+    /// let store = PostgresStore::new(pool);
+    /// store.migrate().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            sql: Arc::new(default_statements()),
+        }
+    }
+
+    /// A builder for a store on `pool` with another schema or table.
+    pub fn builder(pool: PgPool) -> PostgresStoreBuilder {
+        PostgresStoreBuilder {
+            pool,
+            schema: DEFAULT_SCHEMA.to_owned(),
+            table: DEFAULT_TABLE.to_owned(),
+        }
+    }
+
+    /// Connects a pool with [`pool_options`](Self::pool_options) to `url`
+    /// (for example `postgres://user:password@host/database`) and gives a
+    /// store on `public.sessions`. Build the pool yourself for other settings.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), session_postgres::Error> {
+    /// let store = session_postgres::PostgresStore::connect("postgres://app@localhost/app").await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Connect`] when the URL does not parse or the first connection fails.
+    pub async fn connect(url: &str) -> Result<Self, Error> {
+        let pool = Self::pool_options()
+            .connect(url)
+            .await
+            .map_err(Error::Connect)?;
+        Ok(Self::new(pool))
+    }
+
+    /// The pool options this crate recommends for a session pool: sqlx's
+    /// defaults, except that a connection is not pinged each time it is
+    /// taken from the pool (`test_before_acquire(false)`).
+    ///
+    /// With the ping, every session operation costs two round trips instead
+    /// of one, and under many parallel requests on one session the longer
+    /// load-to-save window means more compare-and-set conflicts. The price:
+    /// after a database restart, each pooled connection fails one operation
+    /// (that request gets the layer's failure policy) and is then replaced.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use session_postgres::PostgresStore;
+    ///
+    /// let pool = PostgresStore::pool_options()
+    ///     .max_connections(32)
+    ///     .connect("postgres://app@localhost/app")
+    ///     .await?;
+    /// let store = PostgresStore::new(pool);
+    /// # Ok(()) }
+    /// ```
+    pub fn pool_options() -> PgPoolOptions {
+        PgPoolOptions::new().test_before_acquire(false)
+    }
+
+    /// The pool the store runs on.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The schema name.
+    pub fn schema(&self) -> &str {
+        &self.sql.schema
+    }
+
+    /// The table name.
+    pub fn table(&self) -> &str {
+        &self.sql.table
+    }
+
+    /// Creates or upgrades the session table: runs every embedded migration
+    /// this table has not had yet, in one transaction. Creates the schema
+    /// when it does not exist. Safe to call at every start-up, from many
+    /// instances at once: a transaction-scoped advisory lock (one per
+    /// schema) lets one instance migrate while the others wait, then find
+    /// nothing to do.
+    ///
+    /// Applied migrations are recorded in `<schema>.session_store_migrations`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Migrate`] when a statement fails (for example for lack of
+    /// privileges); nothing is changed then.
+    pub async fn migrate(&self) -> Result<(), Error> {
+        let sql = &self.sql;
+        let mut tx = self.pool.begin().await.map_err(Error::Migrate)?;
+        // Per schema, not per table: stores of two tables in one schema share
+        // the migrations table, and concurrent `CREATE TABLE IF NOT EXISTS`
+        // of the same table can fail on a catalog unique index.
+        let lock_name = format!("session-postgres migrate \"{}\"", sql.schema);
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(lock_name)
+            .execute(&mut *tx)
+            .await
+            .map_err(Error::Migrate)?;
+        // `CREATE SCHEMA IF NOT EXISTS` needs the CREATE privilege on the
+        // database even when the schema exists; a store that was given a
+        // schema must not need it.
+        let schema_exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+                .bind(&sql.schema)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(Error::Migrate)?;
+        if !schema_exists {
+            sqlx::raw_sql(AssertSqlSafe(format!("CREATE SCHEMA \"{}\"", sql.schema)))
+                .execute(&mut *tx)
+                .await
+                .map_err(Error::Migrate)?;
+        }
+        let migrations = sql.migrations_table();
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "CREATE TABLE IF NOT EXISTS {migrations} ( \
+                table_name text NOT NULL, \
+                version integer NOT NULL, \
+                description text NOT NULL, \
+                applied_at timestamptz NOT NULL DEFAULT now(), \
+                PRIMARY KEY (table_name, version) \
+             )"
+        )))
+        .execute(&mut *tx)
+        .await
+        .map_err(Error::Migrate)?;
+        let applied: Vec<i32> = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT version FROM {migrations} WHERE table_name = $1"
+        )))
+        .bind(&sql.table)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(Error::Migrate)?;
+        for migration in MIGRATIONS {
+            if applied.contains(&migration.version) {
+                continue;
+            }
+            sqlx::raw_sql(AssertSqlSafe((migration.sql)(sql)))
+                .execute(&mut *tx)
+                .await
+                .map_err(Error::Migrate)?;
+            sqlx::query(AssertSqlSafe(format!(
+                "INSERT INTO {migrations} (table_name, version, description) VALUES ($1, $2, $3)"
+            )))
+            .bind(&sql.table)
+            .bind(migration.version)
+            .bind(migration.description)
+            .execute(&mut *tx)
+            .await
+            .map_err(Error::Migrate)?;
+            tracing::info!(
+                table = %sql.qualified,
+                version = migration.version,
+                description = migration.description,
+                "session table migrated"
+            );
+        }
+        tx.commit().await.map_err(Error::Migrate)
+    }
+
+    /// Deletes up to `limit` expired rows in one statement and returns how
+    /// many went: the step [`spawn_sweeper`](Self::spawn_sweeper) repeats.
+    /// Rows locked by a request in flight are skipped, never waited for.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] when the statement fails.
+    pub async fn delete_expired_batch(&self, limit: u32) -> Result<u64, StoreError> {
+        let result = sqlx::query(AssertSqlSafe(self.sql.delete_expired_batch.clone()))
+            .bind(i64::from(limit))
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.backend(e))?;
+        Ok(result.rows_affected())
+    }
+
+    /// A sqlx error as a store error; a missing table or schema (SQLSTATE
+    /// `42P01`, `3F000`) says to run [`migrate`](Self::migrate).
+    fn backend(&self, error: sqlx::Error) -> StoreError {
+        let missing = error
+            .as_database_error()
+            .and_then(|e| e.code())
+            .is_some_and(|code| code == "42P01" || code == "3F000");
+        if missing {
+            StoreError::backend(Error::MissingTable {
+                table: self.sql.qualified.clone(),
+                source: error,
+            })
+        } else {
+            StoreError::backend(error)
+        }
+    }
+}
+
+/// The defaults are constants that pass validation (a unit test checks),
+/// so they skip it.
+fn default_statements() -> Statements {
+    Statements::unchecked(DEFAULT_SCHEMA, DEFAULT_TABLE)
+}
+
+/// A record's fields as bind parameters.
+struct Params {
+    version: i64,
+    data: String,
+    created_at: i64,
+    last_access: i64,
+    idle_deadline: i64,
+    absolute_deadline: i64,
+    idle_timeout_ms: i64,
+    ttl_ms: i64,
+}
+
+impl Params {
+    fn of(record: &Record) -> Result<Self, StoreError> {
+        Ok(Self {
+            version: version_param(record.version)?,
+            data: serde_json::to_string(&record.data).map_err(StoreError::Encode)?,
+            created_at: to_unix_ms(record.created_at),
+            last_access: to_unix_ms(record.last_access),
+            idle_deadline: to_unix_ms(record.idle_deadline),
+            absolute_deadline: to_unix_ms(record.absolute_deadline),
+            idle_timeout_ms: saturating_ms(record.idle_timeout),
+            ttl_ms: saturating_ms(record.ttl(now())),
+        })
+    }
+}
+
+fn saturating_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A version as `bigint`. Versions count saves, so one past `i64::MAX` is
+/// never reached; if it were, the write fails rather than wrapping around.
+fn version_param(version: u64) -> Result<i64, StoreError> {
+    i64::try_from(version).map_err(|_| StoreError::backend(VersionOutOfRange(version)))
+}
+
+/// A record version does not fit the `bigint` column.
+#[derive(Debug, thiserror::Error)]
+#[error("session version {0} does not fit a bigint")]
+struct VersionOutOfRange(u64);
+
+/// Why a row is not a record (it is then treated as absent, and logged).
+#[derive(Debug, thiserror::Error)]
+enum RowDecodeError {
+    #[error("unknown record format {0}")]
+    UnknownFormat(i16),
+    #[error("negative {0}")]
+    Negative(&'static str),
+    #[error("data is not a JSON object")]
+    Data(#[source] serde_json::Error),
+}
+
+/// The record in `row`, `Ok(None)` (logged) when the row holds values no
+/// record has; `Err` only when the row lacks the columns the store selects.
+fn decode_row(key: &StoreKey, row: &PgRow) -> Result<Option<Record>, sqlx::Error> {
+    let format: i16 = row.try_get("format")?;
+    let version: i64 = row.try_get("version")?;
+    let data: String = row.try_get("data")?;
+    let idle_timeout_ms: i64 = row.try_get("idle_timeout_ms")?;
+    let mut record = Record::default();
+    record.principal = row.try_get("principal")?;
+    record.created_at = from_unix_ms(row.try_get("created_at")?);
+    record.last_access = from_unix_ms(row.try_get("last_access")?);
+    record.idle_deadline = from_unix_ms(row.try_get("idle_deadline")?);
+    record.absolute_deadline = from_unix_ms(row.try_get("absolute_deadline")?);
+    record.persistent = row.try_get("persistent")?;
+    let checked = (|| {
+        if format != FORMAT {
+            return Err(RowDecodeError::UnknownFormat(format));
+        }
+        record.version = u64::try_from(version).map_err(|_| RowDecodeError::Negative("version"))?;
+        let timeout =
+            u64::try_from(idle_timeout_ms).map_err(|_| RowDecodeError::Negative("idle timeout"))?;
+        record.idle_timeout = Duration::from_millis(timeout);
+        record.data = serde_json::from_str::<Data>(&data).map_err(RowDecodeError::Data)?;
+        Ok(())
+    })();
+    Ok(match checked {
+        Ok(()) => Some(record),
+        Err(error) => {
+            tracing::warn!(key = key.short(), %error, "session record does not decode; treated as absent");
+            None
+        }
+    })
+}
+
+#[async_trait]
+impl SessionStore for PostgresStore {
+    async fn create(&self, key: &StoreKey, record: &Record) -> Result<bool, StoreError> {
+        let p = Params::of(record)?;
+        let result = sqlx::query(AssertSqlSafe(self.sql.create.clone()))
+            .bind(key.as_str())
+            .bind(p.version)
+            .bind(p.data)
+            .bind(record.principal.as_deref())
+            .bind(p.created_at)
+            .bind(p.last_access)
+            .bind(p.idle_deadline)
+            .bind(p.absolute_deadline)
+            .bind(p.idle_timeout_ms)
+            .bind(record.persistent)
+            .bind(p.ttl_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.backend(e))?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
+        let row = sqlx::query(AssertSqlSafe(self.sql.load.clone()))
+            .bind(key.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.backend(e))?;
+        match row {
+            None => Ok(None),
+            Some(row) => decode_row(key, &row).map_err(|e| self.backend(e)),
+        }
+    }
+
+    async fn save(
+        &self,
+        key: &StoreKey,
+        record: &Record,
+        expected_version: u64,
+    ) -> Result<SaveOutcome, StoreError> {
+        let p = Params::of(record)?;
+        let row = sqlx::query(AssertSqlSafe(self.sql.save.clone()))
+            .bind(key.as_str())
+            .bind(version_param(expected_version)?)
+            .bind(p.version)
+            .bind(p.data)
+            .bind(record.principal.as_deref())
+            .bind(p.created_at)
+            .bind(p.last_access)
+            .bind(p.idle_deadline)
+            .bind(p.absolute_deadline)
+            .bind(p.idle_timeout_ms)
+            .bind(record.persistent)
+            .bind(p.ttl_ms)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.backend(e))?;
+        let current: Option<i64> = row
+            .try_get("current_version")
+            .map_err(|e| self.backend(e))?;
+        let saved: bool = row.try_get("saved").map_err(|e| self.backend(e))?;
+        Ok(match (saved, current) {
+            (true, _) => SaveOutcome::Saved,
+            (false, None) => SaveOutcome::Gone,
+            (false, Some(_)) => SaveOutcome::Conflict,
+        })
+    }
+
+    async fn touch(
+        &self,
+        key: &StoreKey,
+        idle_deadline: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let result = sqlx::query(AssertSqlSafe(self.sql.touch.clone()))
+            .bind(key.as_str())
+            .bind(to_unix_ms(now()))
+            .bind(to_unix_ms(idle_deadline))
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.backend(e))?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
+        sqlx::query(AssertSqlSafe(self.sql.delete.clone()))
+            .bind(key.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.backend(e))?;
+        Ok(())
+    }
+
+    async fn list_by_principal(&self, principal: &str) -> Result<Vec<SessionInfo>, StoreError> {
+        let rows = sqlx::query(AssertSqlSafe(self.sql.list_by_principal.clone()))
+            .bind(principal)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.backend(e))?;
+        let mut sessions = Vec::with_capacity(rows.len());
+        for row in rows {
+            let raw: String = row.try_get("key").map_err(|e| self.backend(e))?;
+            let Some(key) = StoreKey::parse(&raw) else {
+                tracing::warn!(
+                    table = %self.sql.qualified,
+                    "row with a malformed store key skipped in a principal listing"
+                );
+                continue;
+            };
+            if let Some(record) = decode_row(&key, &row).map_err(|e| self.backend(e))? {
+                sessions.push(SessionInfo::new(key, &record));
+            }
+        }
+        Ok(sessions)
+    }
+
+    async fn delete_by_principal(&self, principal: &str) -> Result<u64, StoreError> {
+        let live: i64 = sqlx::query_scalar(AssertSqlSafe(self.sql.delete_by_principal.clone()))
+            .bind(principal)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.backend(e))?;
+        Ok(u64::try_from(live).unwrap_or(0))
+    }
+
+    /// Deletes every expired row, [`DEFAULT_SWEEP_BATCH`] rows per
+    /// statement so no single statement holds many locks or runs long.
+    async fn delete_expired(&self) -> Result<u64, StoreError> {
+        let mut total = 0;
+        loop {
+            let deleted = self.delete_expired_batch(DEFAULT_SWEEP_BATCH).await?;
+            total += deleted;
+            if deleted < u64::from(DEFAULT_SWEEP_BATCH) {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_names_are_valid() {
+        assert!(Statements::new(DEFAULT_SCHEMA, DEFAULT_TABLE).is_ok());
+    }
+
+    #[test]
+    fn versions_beyond_bigint_are_refused() {
+        assert_eq!(version_param(7).ok(), Some(7));
+        assert!(version_param(u64::MAX).is_err());
+    }
+}
