@@ -36,6 +36,9 @@ pub struct AnyStore {
     op_timeout: Option<Duration>,
     #[cfg(feature = "memory")]
     memory: Option<session_memory::MemoryStore>,
+    /// Keeps the Postgres sweeper running while any clone of the store lives.
+    #[cfg(feature = "postgres")]
+    _sweeper: Option<Arc<session_postgres::SweeperHandle>>,
 }
 
 impl std::fmt::Debug for AnyStore {
@@ -74,6 +77,8 @@ impl AnyStore {
             op_timeout: None,
             #[cfg(feature = "memory")]
             memory: None,
+            #[cfg(feature = "postgres")]
+            _sweeper: None,
         }
     }
 
@@ -107,7 +112,10 @@ impl AnyStore {
 }
 
 impl StoreConfig {
-    /// Connects the configured backend (for Postgres, also runs its migrations).
+    /// Connects the configured backend. For Postgres it also runs the
+    /// migrations and starts a sweeper that deletes expired rows every
+    /// minute (stopped when the last clone of the store is dropped). Redis
+    /// connects on first use, so an app can start before its Redis does.
     ///
     /// # Errors
     ///
@@ -151,6 +159,13 @@ async fn connect_backend(backend: &Backend) -> Result<AnyStore, ConnectError> {
         Backend::Redis { .. } | Backend::RedisCluster { .. } => {
             Err(ConfigError::NotCompiledIn("redis").into())
         }
+        #[cfg(feature = "postgres")]
+        Backend::Postgres {
+            url,
+            schema,
+            table,
+            pool,
+        } => postgres_store(url, schema.as_deref(), table.as_deref(), *pool).await,
         #[cfg(not(feature = "postgres"))]
         Backend::Postgres { .. } => Err(ConfigError::NotCompiledIn("postgres").into()),
     }
@@ -176,6 +191,48 @@ fn redis_store(
         store = store.key_prefix(prefix);
     }
     Ok(AnyStore::new(backend, store))
+}
+
+/// How often the Postgres store's sweeper deletes expired rows, and how many at a time.
+#[cfg(feature = "postgres")]
+const SWEEP_PERIOD: Duration = Duration::from_secs(60);
+#[cfg(feature = "postgres")]
+const SWEEP_BATCH: u32 = 1000;
+
+#[cfg(feature = "postgres")]
+async fn postgres_store(
+    url: &str,
+    schema: Option<&str>,
+    table: Option<&str>,
+    pool: Option<u32>,
+) -> Result<AnyStore, ConnectError> {
+    use session_postgres::PostgresStore;
+
+    let failed = |source: BoxError| ConnectError::Backend {
+        backend: "postgres",
+        source,
+    };
+    let mut options = PostgresStore::pool_options();
+    if let Some(size) = pool {
+        options = options.max_connections(size);
+    }
+    let pool = options
+        .connect(url)
+        .await
+        .map_err(|e| failed(Box::new(e)))?;
+    let mut builder = PostgresStore::builder(pool);
+    if let Some(schema) = schema {
+        builder = builder.schema(schema);
+    }
+    if let Some(table) = table {
+        builder = builder.table(table);
+    }
+    let store = builder.build().map_err(|e| failed(Box::new(e)))?;
+    store.migrate().await.map_err(|e| failed(Box::new(e)))?;
+    let sweeper = store.spawn_sweeper(SWEEP_PERIOD, SWEEP_BATCH);
+    let mut any = AnyStore::new("postgres", store);
+    any._sweeper = Some(Arc::new(sweeper));
+    Ok(any)
 }
 
 #[async_trait]

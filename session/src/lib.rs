@@ -20,3 +20,8 @@ pub use session_memory::{self as memory, MemoryStore};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use session_redis::{self as redis, RedisStore};
+
+/// The Postgres store (feature `postgres`).
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use session_postgres::{self as postgres, PostgresStore};

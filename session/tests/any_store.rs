@@ -44,6 +44,16 @@ async fn redis_cluster() -> AnyStore {
     connect(format!("redis+cluster://{nodes}?prefix=any-{}:", fresh())).await
 }
 
+#[cfg(feature = "postgres")]
+async fn postgres() -> AnyStore {
+    let url = env("DATABASE_URL");
+    let sep = if url.contains('?') { '&' } else { '?' };
+    connect(format!("{url}{sep}schema=any_{}&pool=32", fresh())).await
+}
+
+#[cfg(feature = "postgres")]
+session_core::conformance_tests!(prefix = postgres, async { super::postgres().await });
+
 session_core::conformance_tests!(prefix = memory, async { super::memory().await });
 
 #[cfg(feature = "redis")]

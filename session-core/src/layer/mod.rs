@@ -62,7 +62,7 @@ pub const DEFAULT_OP_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_MAX_SESSION_SIZE: usize = 64 * 1024;
 
 /// Default for [`SessionLayer::save_attempts`].
-pub const DEFAULT_SAVE_ATTEMPTS: u32 = 16;
+pub const DEFAULT_SAVE_ATTEMPTS: u32 = 64;
 
 /// What the client gets when the session store fails or times out during its request.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -355,7 +355,8 @@ impl SessionLayer {
     }
 
     /// How many compare-and-set attempts a save makes when parallel requests
-    /// keep saving the same session first (default 16, at least 1). Between
+    /// keep saving the same session first (default 64, at least 1; all of
+    /// them within the operation timeout). Between
     /// attempts the layer waits a random, growing pause (at most 64 ms).
     ///
     /// ```
