@@ -58,10 +58,38 @@ async fn call(
     }
 }
 
-async fn app() -> (Router, AnyStore) {
-    let store = StoreConfig::memory().connect().await.unwrap();
-    let app = examples::login::app(store.clone(), store.layer().secure(false));
-    (app, store)
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!(
+            "{name} is not set: run the tests with scripts/test, which starts a throwaway server"
+        )
+    })
+}
+
+/// The login app on every backend, each with keys or a schema of its own.
+async fn apps() -> Vec<(Router, AnyStore)> {
+    let fresh = session_core::conformance::store::new_key()
+        .short()
+        .to_ascii_lowercase()
+        .replace('-', "_");
+    let database = env("DATABASE_URL");
+    let sep = if database.contains('?') { '&' } else { '?' };
+    let urls = [
+        "memory://".to_owned(),
+        format!("{}?prefix=login-{fresh}:", env("REDIS_URL")),
+        format!("{database}{sep}schema=login_{fresh}"),
+    ];
+    let mut apps = Vec::new();
+    for url in urls {
+        let store = StoreConfig::from_url(&url)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let app = examples::login::app(store.clone(), store.layer().secure(false));
+        apps.push((app, store));
+    }
+    apps
 }
 
 async fn log_in(app: &Router, user: &str, agent: &str) -> String {
@@ -73,7 +101,13 @@ async fn log_in(app: &Router, user: &str, agent: &str) -> String {
 
 #[tokio::test]
 async fn two_logins_are_listed_and_log_out_everywhere_ends_both() {
-    let (app, store) = app().await;
+    for (app, store) in apps().await {
+        two_logins_then_log_out_everywhere(&app, &store).await;
+    }
+}
+
+async fn two_logins_then_log_out_everywhere(app: &Router, store: &AnyStore) {
+    let app = app.clone();
     let laptop = log_in(&app, "ada", "laptop").await;
     let phone = log_in(&app, "ada", "phone").await;
     assert_ne!(laptop, phone);
@@ -87,7 +121,12 @@ async fn two_logins_are_listed_and_log_out_everywhere_ends_both() {
         "another user's session listed: {}",
         page.body
     );
-    assert_eq!(store.list_by_principal("ada").await.unwrap().len(), 2);
+    assert_eq!(
+        store.list_by_principal("ada").await.unwrap().len(),
+        2,
+        "{}",
+        store.backend()
+    );
 
     let out = call(
         &app,
@@ -118,7 +157,13 @@ async fn two_logins_are_listed_and_log_out_everywhere_ends_both() {
 
 #[tokio::test]
 async fn log_out_one_device_from_another() {
-    let (app, store) = app().await;
+    for (app, store) in apps().await {
+        log_out_other_device(&app, &store).await;
+    }
+}
+
+async fn log_out_other_device(app: &Router, store: &AnyStore) {
+    let app = app.clone();
     let laptop = log_in(&app, "ada", "laptop").await;
     let phone = log_in(&app, "ada", "phone").await;
     let sessions = store.list_by_principal("ada").await.unwrap();
@@ -154,7 +199,8 @@ async fn log_out_one_device_from_another() {
 
 #[tokio::test]
 async fn login_issues_a_new_id_and_escapes_the_name() {
-    let (app, _) = app().await;
+    let store = StoreConfig::memory().connect().await.unwrap();
+    let app = examples::login::app(store.clone(), store.layer().secure(false));
     let before = call(&app, "GET", "/", None, "", "x").await;
     assert!(
         before.cookie.is_none(),
