@@ -6,14 +6,17 @@
 //! DATABASE_URL).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests
 
+mod common;
+
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
+
+use common::{env_or_fail, example_binary, free_port, request};
 
 /// A running demo: the cluster process, nginx's address and the instances.
 struct Demo {
@@ -22,31 +25,10 @@ struct Demo {
     instances: Vec<(String, SocketAddr)>,
 }
 
-fn cluster_binary() -> PathBuf {
-    // Test binaries live in target/<profile>/deps; examples in target/<profile>/examples.
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap();
-    let binary = profile_dir.join("examples").join("cluster");
-    assert!(
-        binary.is_file(),
-        "{} is missing: build it with `cargo build -p examples --examples` (scripts/test does)",
-        binary.display()
-    );
-    binary
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Demo {
     async fn start(store: &str, routing: &str) -> Demo {
         let front: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut child = Command::new(cluster_binary())
+        let mut child = Command::new(example_binary("cluster"))
             .args(["--instances", "3", "--routing", routing])
             .env("ADDR", front.to_string())
             .env("SESSION_STORE", store)
@@ -115,45 +97,6 @@ impl Demo {
     }
 }
 
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-async fn request(addr: SocketAddr, method: &str, path: &str, cookies: Option<&str>) -> Reply {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let cookie = cookies
-        .map(|c| format!("Cookie: {c}\r\n"))
-        .unwrap_or_default();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{cookie}Content-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.unwrap();
-    let text = String::from_utf8(raw).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    Reply {
-        status,
-        headers,
-        body: body.to_owned(),
-    }
-}
-
 /// A browser-like client: keeps its cookies.
 #[derive(Default)]
 struct User {
@@ -199,14 +142,6 @@ impl User {
         );
         (count, instance)
     }
-}
-
-fn env_or_fail(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!(
-            "{name} is not set: run the tests with scripts/test, which starts a throwaway server"
-        )
-    })
 }
 
 async fn count_rises_by_one_round_robin(store: &str) {
