@@ -359,9 +359,14 @@ mod tests {
         // Found by the record_decode fuzz target: without serde_json's
         // float_roundtrip, some doubles came back an ulp off.
         let mut record = Record::new(now(), &Expiry::default());
-        for (i, x) in [389.852_924_982_166_37, 1.797_693_134_862_316e302, 0.1, -2.5e-300]
-            .into_iter()
-            .enumerate()
+        for (i, x) in [
+            389.852_924_982_166_37,
+            1.797_693_134_862_316e302,
+            0.1,
+            -2.5e-300,
+        ]
+        .into_iter()
+        .enumerate()
         {
             record.data.insert(format!("x{i}"), serde_json::json!(x));
         }
