@@ -8,6 +8,7 @@ mod error;
 mod extract;
 mod id;
 pub mod layer;
+mod locks;
 pub mod record;
 mod session;
 mod store;

@@ -663,6 +663,11 @@ async fn save(
     deadline: Instant,
 ) -> Result<Saved, SessionError> {
     let key = &loaded.key;
+    // Parallel saves of this session in this process wait their turn; the
+    // compare-and-set below still settles races with other processes.
+    let Ok(_turn) = tokio::time::timeout_at(deadline, config.key_locks.lock(key)).await else {
+        return Err(StoreError::Timeout(config.op_timeout).into());
+    };
     let mut expected = loaded.version;
     for attempt in 0..config.save_attempts {
         record.version = expected + 1;
@@ -713,9 +718,11 @@ async fn save(
     .into())
 }
 
-/// Full jitter: a random wait up to 1 ms doubled per attempt, at most 64 ms.
+/// Full jitter: a random wait up to 1 ms doubled per attempt, at most 8 ms.
+/// Short, because only writers in other processes are racing by then
+/// (this process's wait on the session's lock).
 fn backoff(attempt: u32) -> Duration {
-    let cap_us = 1_000u64 << attempt.min(6);
+    let cap_us = 1_000u64 << attempt.min(3);
     let mut bytes = [0u8; 8];
     // Jitter only spreads retries; if the RNG fails, waiting the cap is fine.
     let random = match getrandom::getrandom(&mut bytes) {

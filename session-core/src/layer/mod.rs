@@ -89,6 +89,8 @@ pub(crate) struct Config {
     pub(crate) failure_policy: FailurePolicy,
     pub(crate) save_attempts: u32,
     pub(crate) max_session_size: usize,
+    /// Saves of one session within this process take turns (see `locks`).
+    pub(crate) key_locks: Arc<crate::locks::KeyLocks>,
 }
 
 /// The session middleware: wrap a router or service with it.
@@ -155,6 +157,7 @@ impl SessionLayer {
                 failure_policy: FailurePolicy::default(),
                 save_attempts: DEFAULT_SAVE_ATTEMPTS,
                 max_session_size: DEFAULT_MAX_SESSION_SIZE,
+                key_locks: Arc::default(),
             }),
         }
     }
@@ -357,7 +360,7 @@ impl SessionLayer {
     /// How many compare-and-set attempts a save makes when parallel requests
     /// keep saving the same session first (default 64, at least 1; all of
     /// them within the operation timeout). Between
-    /// attempts the layer waits a random, growing pause (at most 64 ms).
+    /// attempts the layer waits a random, growing pause (at most 8 ms).
     ///
     /// ```
     /// # use session_core::SessionLayer;
