@@ -5,50 +5,30 @@
 //! DATABASE_URL, which `scripts/test` sets after starting throwaway servers.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests
 
-use session::{AnyStore, StoreConfig};
+mod common;
 
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run the tests with scripts/test, which starts a throwaway server, or set {name}")
-    })
-}
+use common::{connect, database_url, env, fresh};
 
-/// A name no other test uses, so a shared server is never disturbed.
-fn fresh() -> String {
-    session_core::conformance::store::new_key()
-        .short()
-        .to_ascii_lowercase()
-        .replace('-', "_")
-}
-
-async fn connect(url: String) -> AnyStore {
-    StoreConfig::from_url(&url)
-        .unwrap_or_else(|e| panic!("{url}: {e}"))
-        .connect()
-        .await
-        .unwrap_or_else(|e| panic!("{url}: {e}"))
-}
+use session::AnyStore;
 
 async fn memory() -> AnyStore {
-    connect("memory://?timeout=2s".to_owned()).await
+    connect("memory://?timeout=2s").await
 }
 
 #[cfg(feature = "redis")]
 async fn redis() -> AnyStore {
-    connect(format!("{}?prefix=any-{}:", env("REDIS_URL"), fresh())).await
+    connect(&format!("{}?prefix=any-{}:", env("REDIS_URL"), fresh())).await
 }
 
 #[cfg(feature = "redis")]
 async fn redis_cluster() -> AnyStore {
     let nodes = env("REDIS_CLUSTER_NODES").replace("redis://", "");
-    connect(format!("redis+cluster://{nodes}?prefix=any-{}:", fresh())).await
+    connect(&format!("redis+cluster://{nodes}?prefix=any-{}:", fresh())).await
 }
 
 #[cfg(feature = "postgres")]
 async fn postgres() -> AnyStore {
-    let url = env("DATABASE_URL");
-    let sep = if url.contains('?') { '&' } else { '?' };
-    connect(format!("{url}{sep}schema=any_{}&pool=32", fresh())).await
+    connect(&database_url(&format!("schema=any_{}&pool=32", fresh()))).await
 }
 
 #[cfg(feature = "postgres")]

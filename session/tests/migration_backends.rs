@@ -4,42 +4,27 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests
 #![cfg(all(feature = "memory", feature = "redis", feature = "postgres"))]
 
+mod common;
+
+use common::{connect, database_url, env, fresh};
+
 use axum::Router;
 use axum::routing::get;
-use session::{
-    AnyStore, MigratingStore, Session, SessionError, SessionLayer, SessionStore, StoreConfig,
-};
+use session::{AnyStore, MigratingStore, Session, SessionError, SessionLayer, SessionStore};
 use session_core::conformance::http::{id_of, send};
 
 const SESSIONS: usize = 1_000;
-
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!(
-            "{name} is not set: run the tests with scripts/test, which starts a throwaway server"
-        )
-    })
-}
-
-fn fresh() -> String {
-    session_core::conformance::store::new_key()
-        .short()
-        .to_ascii_lowercase()
-        .replace('-', "_")
-}
-
-async fn connect(url: &str) -> AnyStore {
-    StoreConfig::from_url(url).unwrap().connect().await.unwrap()
-}
 
 async fn redis() -> AnyStore {
     connect(&format!("{}?prefix=migrate-{}:", env("REDIS_URL"), fresh())).await
 }
 
 async fn postgres() -> AnyStore {
-    let url = env("DATABASE_URL");
-    let sep = if url.contains('?') { '&' } else { '?' };
-    connect(&format!("{url}{sep}schema=migrate_{}&pool=16", fresh())).await
+    connect(&database_url(&format!(
+        "schema=migrate_{}&pool=16",
+        fresh()
+    )))
+    .await
 }
 
 async fn count(session: Session) -> Result<String, SessionError> {

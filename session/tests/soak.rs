@@ -5,33 +5,22 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests
 #![cfg(all(feature = "redis", feature = "postgres"))]
 
+mod common;
+
+use common::{connect, database_url, env, fresh};
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use axum::routing::get;
-use session::{Session, SessionError, StoreConfig};
+use session::{Session, SessionError};
 use session_core::conformance::http::send;
 
 const CLIENTS: usize = 200;
 const REQUESTS: usize = 50;
 const SESSIONS: usize = 4;
 const INSTANCES: usize = 3;
-
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!(
-            "{name} is not set: run the tests with scripts/test, which starts a throwaway server"
-        )
-    })
-}
-
-fn fresh() -> String {
-    session_core::conformance::store::new_key()
-        .short()
-        .to_ascii_lowercase()
-        .replace('-', "_")
-}
 
 async fn count(session: Session) -> Result<String, SessionError> {
     let n: u64 = session
@@ -48,7 +37,7 @@ async fn soak(url: &str) {
     // Three instances of the app, each with its own connection pool.
     let mut instances = Vec::new();
     for _ in 0..INSTANCES {
-        let store = StoreConfig::from_url(url).unwrap().connect().await.unwrap();
+        let store = connect(url).await;
         instances.push(
             Router::new()
                 .route("/count", get(count))
@@ -129,7 +118,5 @@ async fn soak_redis_three_instances_every_count_exact() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soak_postgres_three_instances_every_count_exact() {
-    let url = env("DATABASE_URL");
-    let sep = if url.contains('?') { '&' } else { '?' };
-    soak(&format!("{url}{sep}schema=soak_{}&pool=16", fresh())).await;
+    soak(&database_url(&format!("schema=soak_{}&pool=16", fresh()))).await;
 }
