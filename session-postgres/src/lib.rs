@@ -3,6 +3,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod error;
+mod health;
 mod sql;
 mod store;
 mod sweeper;

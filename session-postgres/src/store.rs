@@ -12,6 +12,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, Row as _};
 
 use crate::error::Error;
+use crate::health;
 use crate::sql::{FORMAT, MIGRATIONS, Statements};
 
 /// The schema a store uses unless told otherwise.
@@ -175,9 +176,11 @@ impl PostgresStore {
     ///
     /// With the ping, every session operation costs two round trips instead
     /// of one, and under many parallel requests on one session the longer
-    /// load-to-save window means more compare-and-set conflicts. The price:
-    /// after a database restart, each pooled connection fails one operation
-    /// (that request gets the layer's failure policy) and is then replaced.
+    /// load-to-save window means more compare-and-set conflicts. What the
+    /// ping would catch, a connection the server closed (a restart), is
+    /// handled instead by the store: the statement that meets such a
+    /// connection runs again on a fresh one, and a `before_acquire` hook
+    /// drops every pooled connection opened before a connection failure.
     ///
     /// ```no_run
     /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -191,7 +194,15 @@ impl PostgresStore {
     /// # Ok(()) }
     /// ```
     pub fn pool_options() -> PgPoolOptions {
-        PgPoolOptions::new().test_before_acquire(false)
+        PgPoolOptions::new()
+            .test_before_acquire(false)
+            // After a connection failure, connections opened before it are
+            // dropped instead of each failing a request of its own.
+            .before_acquire(|_conn, meta| {
+                Box::pin(std::future::ready(Ok(!health::opened_before_last_failure(
+                    meta.age,
+                ))))
+            })
     }
 
     /// The pool the store runs on.
@@ -304,12 +315,40 @@ impl PostgresStore {
     ///
     /// [`StoreError::Backend`] when the statement fails.
     pub async fn delete_expired_batch(&self, limit: u32) -> Result<u64, StoreError> {
-        let result = sqlx::query(AssertSqlSafe(self.sql.delete_expired_batch.clone()))
-            .bind(i64::from(limit))
-            .execute(&self.pool)
-            .await
-            .map_err(|e| self.backend(e))?;
+        let result = self
+            .run(|| {
+                sqlx::query(AssertSqlSafe(self.sql.delete_expired_batch.clone()))
+                    .bind(i64::from(limit))
+                    .execute(&self.pool)
+            })
+            .await?;
         Ok(result.rows_affected())
+    }
+
+    /// Runs one statement. If its connection turns out to be one the server
+    /// had already closed (a restart: SQLSTATE 57P01/57P02/57P03 in reply to
+    /// the statement, so it never ran), it runs once more: the failure has
+    /// marked every pooled connection opened before it as stale (see
+    /// `health`), so the retry gets a fresh connection. Without this, after
+    /// a restart every idle pooled connection would fail one request.
+    async fn run<T, F, Fut>(&self, statement: F) -> Result<T, StoreError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+    {
+        let result = match statement().await {
+            Err(error) if health::closed_by_server(&error) => {
+                health::note_connection_failure();
+                statement().await
+            }
+            other => other,
+        };
+        result.map_err(|error| {
+            if health::is_connection_failure(&error) {
+                health::note_connection_failure();
+            }
+            self.backend(error)
+        })
     }
 
     /// A sqlx error as a store error; a missing table or schema (SQLSTATE
@@ -427,30 +466,34 @@ fn decode_row(key: &StoreKey, row: &PgRow) -> Result<Option<Record>, sqlx::Error
 impl SessionStore for PostgresStore {
     async fn create(&self, key: &StoreKey, record: &Record) -> Result<bool, StoreError> {
         let p = Params::of(record)?;
-        let result = sqlx::query(AssertSqlSafe(self.sql.create.clone()))
-            .bind(key.as_str())
-            .bind(p.version)
-            .bind(p.data)
-            .bind(record.principal.as_deref())
-            .bind(p.created_at)
-            .bind(p.last_access)
-            .bind(p.idle_deadline)
-            .bind(p.absolute_deadline)
-            .bind(p.idle_timeout_ms)
-            .bind(record.persistent)
-            .bind(p.ttl_ms)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| self.backend(e))?;
+        let result = self
+            .run(|| {
+                sqlx::query(AssertSqlSafe(self.sql.create.clone()))
+                    .bind(key.as_str())
+                    .bind(p.version)
+                    .bind(p.data.clone())
+                    .bind(record.principal.as_deref())
+                    .bind(p.created_at)
+                    .bind(p.last_access)
+                    .bind(p.idle_deadline)
+                    .bind(p.absolute_deadline)
+                    .bind(p.idle_timeout_ms)
+                    .bind(record.persistent)
+                    .bind(p.ttl_ms)
+                    .execute(&self.pool)
+            })
+            .await?;
         Ok(result.rows_affected() == 1)
     }
 
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
-        let row = sqlx::query(AssertSqlSafe(self.sql.load.clone()))
-            .bind(key.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| self.backend(e))?;
+        let row = self
+            .run(|| {
+                sqlx::query(AssertSqlSafe(self.sql.load.clone()))
+                    .bind(key.as_str())
+                    .fetch_optional(&self.pool)
+            })
+            .await?;
         match row {
             None => Ok(None),
             Some(row) => decode_row(key, &row).map_err(|e| self.backend(e)),
@@ -464,22 +507,25 @@ impl SessionStore for PostgresStore {
         expected_version: u64,
     ) -> Result<SaveOutcome, StoreError> {
         let p = Params::of(record)?;
-        let row = sqlx::query(AssertSqlSafe(self.sql.save.clone()))
-            .bind(key.as_str())
-            .bind(version_param(expected_version)?)
-            .bind(p.version)
-            .bind(p.data)
-            .bind(record.principal.as_deref())
-            .bind(p.created_at)
-            .bind(p.last_access)
-            .bind(p.idle_deadline)
-            .bind(p.absolute_deadline)
-            .bind(p.idle_timeout_ms)
-            .bind(record.persistent)
-            .bind(p.ttl_ms)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| self.backend(e))?;
+        let expected = version_param(expected_version)?;
+        let row = self
+            .run(|| {
+                sqlx::query(AssertSqlSafe(self.sql.save.clone()))
+                    .bind(key.as_str())
+                    .bind(expected)
+                    .bind(p.version)
+                    .bind(p.data.clone())
+                    .bind(record.principal.as_deref())
+                    .bind(p.created_at)
+                    .bind(p.last_access)
+                    .bind(p.idle_deadline)
+                    .bind(p.absolute_deadline)
+                    .bind(p.idle_timeout_ms)
+                    .bind(record.persistent)
+                    .bind(p.ttl_ms)
+                    .fetch_one(&self.pool)
+            })
+            .await?;
         let current: Option<i64> = row
             .try_get("current_version")
             .map_err(|e| self.backend(e))?;
@@ -496,31 +542,36 @@ impl SessionStore for PostgresStore {
         key: &StoreKey,
         idle_deadline: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        let result = sqlx::query(AssertSqlSafe(self.sql.touch.clone()))
-            .bind(key.as_str())
-            .bind(to_unix_ms(now()))
-            .bind(to_unix_ms(idle_deadline))
-            .execute(&self.pool)
-            .await
-            .map_err(|e| self.backend(e))?;
+        let result = self
+            .run(|| {
+                sqlx::query(AssertSqlSafe(self.sql.touch.clone()))
+                    .bind(key.as_str())
+                    .bind(to_unix_ms(now()))
+                    .bind(to_unix_ms(idle_deadline))
+                    .execute(&self.pool)
+            })
+            .await?;
         Ok(result.rows_affected() == 1)
     }
 
     async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
-        sqlx::query(AssertSqlSafe(self.sql.delete.clone()))
-            .bind(key.as_str())
-            .execute(&self.pool)
-            .await
-            .map_err(|e| self.backend(e))?;
+        self.run(|| {
+            sqlx::query(AssertSqlSafe(self.sql.delete.clone()))
+                .bind(key.as_str())
+                .execute(&self.pool)
+        })
+        .await?;
         Ok(())
     }
 
     async fn list_by_principal(&self, principal: &str) -> Result<Vec<SessionInfo>, StoreError> {
-        let rows = sqlx::query(AssertSqlSafe(self.sql.list_by_principal.clone()))
-            .bind(principal)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| self.backend(e))?;
+        let rows = self
+            .run(|| {
+                sqlx::query(AssertSqlSafe(self.sql.list_by_principal.clone()))
+                    .bind(principal)
+                    .fetch_all(&self.pool)
+            })
+            .await?;
         let mut sessions = Vec::with_capacity(rows.len());
         for row in rows {
             let raw: String = row.try_get("key").map_err(|e| self.backend(e))?;
@@ -539,11 +590,13 @@ impl SessionStore for PostgresStore {
     }
 
     async fn delete_by_principal(&self, principal: &str) -> Result<u64, StoreError> {
-        let live: i64 = sqlx::query_scalar(AssertSqlSafe(self.sql.delete_by_principal.clone()))
-            .bind(principal)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| self.backend(e))?;
+        let live: i64 = self
+            .run(|| {
+                sqlx::query_scalar(AssertSqlSafe(self.sql.delete_by_principal.clone()))
+                    .bind(principal)
+                    .fetch_one(&self.pool)
+            })
+            .await?;
         Ok(u64::try_from(live).unwrap_or(0))
     }
 

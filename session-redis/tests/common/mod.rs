@@ -1,6 +1,14 @@
 //! Shared by the integration tests: the servers from the environment, fresh
-//! key prefixes, and a raw connection for looking at what the store wrote.
+//! key prefixes, a raw connection for looking at what the store wrote, and
+//! Redis servers a test starts (and kills, freezes, restarts) itself.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
+
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use session_core::{Id, SessionStore};
 use session_redis::RedisStore;
@@ -75,4 +83,136 @@ pub async fn raw_connection() -> impl ConnectionLike + Clone {
         .get_multiplexed_async_connection()
         .await
         .unwrap()
+}
+
+/// A redis-server of the test's own: a free loopback port, a temp dir (its
+/// `--dir`, so an AOF survives a restart), the extra arguments given to
+/// [`OwnRedis::start`]. Killed and its dir deleted on drop.
+pub struct OwnRedis {
+    port: u16,
+    dir: PathBuf,
+    args: Vec<String>,
+    child: Mutex<Option<Child>>,
+}
+
+impl OwnRedis {
+    /// Starts a server with `args` on top of loopback-only, no RDB snapshots.
+    pub fn start(args: &[&str]) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "session-redis-test-{}-{}",
+            std::process::id(),
+            Id::random().unwrap().store_key().short()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let server = Self {
+            port: free_port(),
+            dir,
+            args: args.iter().map(|&a| a.to_owned()).collect(),
+            child: Mutex::new(None),
+        };
+        server.start_again();
+        server
+    }
+
+    /// The server's URL.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the (killed) server again, on the same port, dir and
+    /// arguments, and waits until it answers `PING`.
+    pub fn start_again(&self) {
+        let port = self.port.to_string();
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port, "--save", ""])
+            .arg("--dir")
+            .arg(&self.dir)
+            .arg("--logfile")
+            .arg(self.dir.join("redis.log"))
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run redis-server ({e}): run `scripts/test`, which installs it, \
+                     or install the Debian package redis-server"
+                )
+            });
+        let previous = self.lock().replace(child);
+        assert!(previous.is_none(), "redis-server started twice");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !answers_ping(self.port) {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on port {} did not start; its log:\n{}",
+                self.port,
+                std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: the server dies without a chance to write anything more.
+    pub fn kill(&self) {
+        let mut child = self.lock().take().expect("redis-server is running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// SIGSTOP: the server keeps its connections open but answers nothing.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`OwnRedis::freeze`].
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self
+            .lock()
+            .as_ref()
+            .expect("redis-server is running")
+            .id()
+            .to_string();
+        let status = Command::new("kill").args([signal, &pid]).status().unwrap();
+        assert!(status.success(), "kill {signal} {pid} failed");
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Child>> {
+        self.child.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.lock().take() {
+            // SIGKILL ends a stopped process too.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn answers_ping(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut reply = [0u8; 7];
+    stream.write_all(b"PING\r\n").is_ok()
+        && stream.read_exact(&mut reply).is_ok()
+        && &reply == b"+PONG\r\n"
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
