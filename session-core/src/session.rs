@@ -489,6 +489,21 @@ impl Session {
         Ok(state.loaded.as_ref().map(|l| l.key.clone()))
     }
 
+    /// Closes a session the request never used, without waiting: `true` if
+    /// it was untouched (then there is nothing to save and no cookie to
+    /// change), `false` if it needs [`finish`](Self::finish).
+    pub(crate) fn close_if_untouched(&self) -> bool {
+        let Ok(mut state) = self.inner.state.try_lock() else {
+            // A handle kept by a task is in use right now: finish normally.
+            return false;
+        };
+        if state.phase == Phase::Unloaded && !state.store_failed {
+            state.phase = Phase::Closed;
+            return true;
+        }
+        false
+    }
+
     /// Saves, touches or deletes as this request's changes require. Called by
     /// the layer once the inner service has produced its response.
     pub(crate) async fn finish(&self) -> Finish {

@@ -61,6 +61,10 @@ where
 
         Box::pin(async move {
             let mut response = inner.call(request).await?;
+            if session.close_if_untouched() {
+                // Most requests: no store call, no cookie, no task to spawn.
+                return Ok(response);
+            }
             // Its own task: a client that hangs up (dropping this future)
             // must not cut a logout's delete or a login's id change in half.
             let finish = match tokio::spawn(async move { session.finish().await }).await {
