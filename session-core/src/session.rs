@@ -489,19 +489,40 @@ impl Session {
         Ok(state.loaded.as_ref().map(|l| l.key.clone()))
     }
 
-    /// Closes a session the request never used, without waiting: `true` if
-    /// it was untouched (then there is nothing to save and no cookie to
-    /// change), `false` if it needs [`finish`](Self::finish).
-    pub(crate) fn close_if_untouched(&self) -> bool {
+    /// Closes a session that has nothing to write, without waiting: `true`
+    /// if the request never used it, or only read it and no touch is due
+    /// (then there is no store call to make and no cookie to change),
+    /// `false` if it needs [`finish`](Self::finish).
+    pub(crate) fn close_if_idle(&self) -> bool {
         let Ok(mut state) = self.inner.state.try_lock() else {
             // A handle kept by a task is in use right now: finish normally.
             return false;
         };
-        if state.phase == Phase::Unloaded && !state.store_failed {
-            state.phase = Phase::Closed;
-            return true;
+        if state.store_failed {
+            return false;
         }
-        false
+        let idle = match state.phase {
+            Phase::Unloaded => true,
+            // Read but not changed, and no touch due: nothing to write.
+            Phase::Ready => {
+                !state.changed
+                    && !state.cycle
+                    && !state.destroyed
+                    && state.doomed.is_empty()
+                    && match (&state.loaded, &state.record) {
+                        (Some(_), Some(record)) => !touch_due(&self.inner.config, record, now()),
+                        _ => true,
+                    }
+            }
+            Phase::Failed | Phase::Closed => false,
+        };
+        if idle {
+            *state = State {
+                phase: Phase::Closed,
+                ..State::default()
+            };
+        }
+        idle
     }
 
     /// Saves, touches or deletes as this request's changes require. Called by
@@ -602,10 +623,7 @@ async fn finish_ready(
             }
         }
         (Some(loaded), Some(record)) => {
-            let interval = config
-                .touch_interval
-                .unwrap_or_else(|| (record.idle_timeout / 10).min(Duration::from_secs(60)));
-            if now - record.last_access >= interval {
+            if touch_due(config, &record, now) {
                 let mut touched = record;
                 touched.mark_used(now);
                 let key = &loaded.key;
@@ -629,6 +647,16 @@ async fn finish_ready(
         _ => {}
     }
     Ok(cookie)
+}
+
+/// Whether a request that only read `record` should push its idle deadline
+/// back: once per touch interval (by default a tenth of the idle timeout,
+/// at most a minute).
+fn touch_due(config: &Config, record: &Record, now: OffsetDateTime) -> bool {
+    let interval = config
+        .touch_interval
+        .unwrap_or_else(|| (record.idle_timeout / 10).min(Duration::from_secs(60)));
+    now - record.last_access >= interval
 }
 
 /// The cookie's Max-Age for a record: up to its absolute deadline if persistent.

@@ -61,8 +61,9 @@ where
 
         Box::pin(async move {
             let mut response = inner.call(request).await?;
-            if session.close_if_untouched() {
-                // Most requests: no store call, no cookie, no task to spawn.
+            if session.close_if_idle() {
+                // Most requests (untouched, or read with no touch due): no
+                // store call, no cookie, no task to spawn.
                 return Ok(response);
             }
             // Its own task: a client that hangs up (dropping this future)
