@@ -23,6 +23,52 @@ pub fn process_cpu_ticks(pid: u32) -> Option<u64> {
     Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
 }
 
+/// The parent pid of process `pid`.
+pub fn parent_pid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// CPU ticks so far of `root` and of each of its direct children (the
+/// backends and workers of a Postgres postmaster), by pid.
+pub fn tree_cpu_ticks(root: u32) -> std::collections::HashMap<u32, u64> {
+    let mut ticks = std::collections::HashMap::new();
+    if let Some(t) = process_cpu_ticks(root) {
+        ticks.insert(root, t);
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return ticks;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if parent_pid(pid) == Some(root)
+            && let Some(t) = process_cpu_ticks(pid)
+        {
+            ticks.insert(pid, t);
+        }
+    }
+    ticks
+}
+
+/// CPU ticks spent between two [`tree_cpu_ticks`] samples: per process, so a
+/// process that started in between counts from zero.
+pub fn tree_cpu_delta(
+    before: &std::collections::HashMap<u32, u64>,
+    after: &std::collections::HashMap<u32, u64>,
+) -> u64 {
+    after
+        .iter()
+        .map(|(pid, t)| t.saturating_sub(before.get(pid).copied().unwrap_or(0)))
+        .sum()
+}
+
 /// (busy, total) clock ticks of all CPUs together, from `/proc/stat`.
 pub fn machine_cpu_ticks() -> Option<(u64, u64)> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;

@@ -26,7 +26,7 @@
 //! missing is skipped. The internal `serve BACKEND VARIANT` subcommand is the
 //! server process.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Mutex;
@@ -310,6 +310,7 @@ struct Cell {
     first_error: Option<String>,
     server_ticks: u64,
     load_ticks: u64,
+    store_ticks: u64,
     machine_busy: u64,
     machine_total: u64,
 }
@@ -317,14 +318,48 @@ struct Cell {
 struct CpuSample {
     server: u64,
     load: u64,
+    store: HashMap<u32, u64>,
     machine: (u64, u64),
 }
 
-fn cpu_sample(server_pid: u32) -> CpuSample {
+fn cpu_sample(server_pid: u32, store_pid: Option<u32>) -> CpuSample {
     CpuSample {
         server: sys::process_cpu_ticks(server_pid).unwrap_or(0),
         load: sys::process_cpu_ticks(std::process::id()).unwrap_or(0),
+        store: store_pid.map(sys::tree_cpu_ticks).unwrap_or_default(),
         machine: sys::machine_cpu_ticks().unwrap_or((0, 0)),
+    }
+}
+
+/// The pid of the store server a backend talks to (Redis itself, or the
+/// Postgres postmaster whose children are the backends), so its CPU time
+/// can be counted per request.
+async fn store_pid(backend: Backend) -> Option<u32> {
+    match backend {
+        Backend::Memory => None,
+        Backend::Redis => {
+            let client = redis::Client::open(bench::setup::redis_url().ok()?).ok()?;
+            let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+            let info: String = redis::cmd("INFO")
+                .arg("server")
+                .query_async(&mut conn)
+                .await
+                .ok()?;
+            info.lines()
+                .find_map(|l| l.strip_prefix("process_id:"))
+                .and_then(|p| p.trim().parse().ok())
+        }
+        Backend::Postgres => {
+            use sqlx::Connection as _;
+            let url = bench::setup::database_url().ok()?;
+            let mut conn = sqlx::PgConnection::connect(&url).await.ok()?;
+            let (backend,): (i32,) = sqlx::query_as("SELECT pg_backend_pid()")
+                .fetch_one(&mut conn)
+                .await
+                .ok()?;
+            let _ = conn.close().await;
+            sys::parent_pid(u32::try_from(backend).ok()?)
+        }
     }
 }
 
@@ -334,6 +369,7 @@ async fn run_cell(
     mix: Mix,
     variant: Variant,
     pinned: bool,
+    store: Option<u32>,
 ) -> Result<Cell, BoxError> {
     let exe = std::env::current_exe()?;
     let mut command = if pinned {
@@ -362,12 +398,18 @@ async fn run_cell(
         .ok_or_else(|| format!("unexpected server output {line:?}"))?
         .to_owned();
 
-    let result = attack(o, mix, &addr, pid).await;
+    let result = attack(o, mix, &addr, pid, store).await;
     server.kill().await?;
     result
 }
 
-async fn attack(o: &Options, mix: Mix, addr: &str, server_pid: u32) -> Result<Cell, BoxError> {
+async fn attack(
+    o: &Options,
+    mix: Mix,
+    addr: &str,
+    server_pid: u32,
+    store_pid: Option<u32>,
+) -> Result<Cell, BoxError> {
     let users = o.users.to_string();
     let run_time = (o.warmup + o.duration + 1).to_string();
     let config = GooseConfiguration::parse_args_default(&[
@@ -423,9 +465,9 @@ async fn attack(o: &Options, mix: Mix, addr: &str, server_pid: u32) -> Result<Ce
         };
         let from = all_started + warmup;
         tokio::time::sleep_until(from.into()).await;
-        let before = cpu_sample(server_pid);
+        let before = cpu_sample(server_pid, store_pid);
         tokio::time::sleep_until((from + duration).into()).await;
-        (from, before, cpu_sample(server_pid))
+        (from, before, cpu_sample(server_pid, store_pid))
     });
 
     goose.execute().await?;
@@ -459,6 +501,7 @@ async fn attack(o: &Options, mix: Mix, addr: &str, server_pid: u32) -> Result<Ce
         first_error: recorder.first_error,
         server_ticks: after.server.saturating_sub(before.server),
         load_ticks: after.load.saturating_sub(before.load),
+        store_ticks: sys::tree_cpu_delta(&before.store, &after.store),
         machine_busy: after.machine.0.saturating_sub(before.machine.0),
         machine_total: after.machine.1.saturating_sub(before.machine.1),
     })
@@ -476,6 +519,7 @@ struct Totals {
     misses: u64,
     server_ticks: u64,
     load_ticks: u64,
+    store_ticks: u64,
     machine_busy: u64,
     machine_total: u64,
     runs: usize,
@@ -487,8 +531,18 @@ struct Figures {
     p99_ms: f64,
     server_cpu: f64,
     server_us_per_req: f64,
+    /// Redis's or Postgres's CPU time per request (0 for memory).
+    store_us_per_req: f64,
     load_cpu: f64,
     machine_busy: f64,
+}
+
+impl Figures {
+    /// Server plus store CPU per request (the server alone for memory,
+    /// whose store lives in the server).
+    fn total_us_per_req(&self) -> f64 {
+        self.server_us_per_req + self.store_us_per_req
+    }
 }
 
 impl Totals {
@@ -499,6 +553,7 @@ impl Totals {
         self.misses += cell.misses;
         self.server_ticks += cell.server_ticks;
         self.load_ticks += cell.load_ticks;
+        self.store_ticks += cell.store_ticks;
         self.machine_busy += cell.machine_busy;
         self.machine_total += cell.machine_total;
         self.runs += 1;
@@ -523,6 +578,7 @@ impl Totals {
             p99_ms: pct(0.99),
             server_cpu: 100.0 * server_s / secs,
             server_us_per_req: 1e6 * server_s / n,
+            store_us_per_req: 1e6 * self.store_ticks as f64 / ticks_per_s / n,
             load_cpu: 100.0 * self.load_ticks as f64 / ticks_per_s / secs,
             machine_busy: 100.0 * self.machine_busy as f64 / self.machine_total.max(1) as f64,
         }
@@ -557,6 +613,14 @@ async fn run(o: Options, args: Vec<String>, cpus: usize, pinned: bool) -> Result
             ok
         })
         .collect();
+    let mut stores = HashMap::new();
+    for &backend in &backends {
+        let pid = store_pid(backend).await;
+        if pid.is_none() && backend != Backend::Memory {
+            eprintln!("{backend}: could not find the server's pid; its CPU is not counted");
+        }
+        stores.insert(backend_index(backend), pid);
+    }
     let mut totals: BTreeMap<Key, Totals> = BTreeMap::new();
     for round in 0..o.rounds {
         for &backend in &backends {
@@ -572,7 +636,8 @@ async fn run(o: Options, args: Vec<String>, cpus: usize, pinned: bool) -> Result
                 for i in 0..variants.len() {
                     let variant = variants[(i + round + m) % k];
                     eprint!("round {} {backend} {} {variant}: ", round + 1, mix.name());
-                    match run_cell(&o, backend, mix, variant, pinned).await {
+                    let store = stores.get(&backend_index(backend)).copied().flatten();
+                    match run_cell(&o, backend, mix, variant, pinned, store).await {
                         Ok(cell) => {
                             eprintln!(
                                 "{} requests, {} errors, {} misses{}",
@@ -679,21 +744,29 @@ fn report(
     );
     let _ = writeln!(
         s,
-        "- Server CPU = CPU time of the server process over the measured window (100% = one core); \"µs/req\" = that time per request, the cost that does not depend on which side saturated first. Machine = all cores busy, including Redis / Postgres and anything else running.\n"
+        "- Server CPU = CPU time of the server process over the measured window (100% = one core); \"server µs/req\" = that time per request. \"store µs/req\" = CPU time of the Redis server, or of the Postgres postmaster and all its backends and workers, per request. Their sum, \"total µs/req\", is what one request costs the machine, whichever side saturated first. Machine = all cores busy, including the load generator and anything else running.\n"
     );
     let _ = writeln!(
         s,
-        "| backend | mix | variant | req/s | p50 ms | p99 ms | server CPU | server µs/req | load CPU | machine busy | errors | misses |"
+        "| backend | mix | variant | req/s | p50 ms | p99 ms | server CPU | server µs/req | store µs/req | total µs/req | load CPU | machine busy | errors | misses |"
     );
     let _ = writeln!(
         s,
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for (&(b, mix, v), f) in &figures {
         let t = &totals[&(b, mix, v)];
+        let store = if b == backend_index(Backend::Memory) {
+            ("-".to_owned(), format!("{:.1}", f.server_us_per_req))
+        } else {
+            (
+                format!("{:.1}", f.store_us_per_req),
+                format!("{:.1}", f.total_us_per_req()),
+            )
+        };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.0}% | {:.1} | {:.0}% | {:.0}% | {} | {} |",
+            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.0}% | {:.1} | {} | {} | {:.0}% | {:.0}% | {} | {} |",
             Backend::ALL[b],
             mix.name(),
             Variant::ALL[v],
@@ -702,6 +775,8 @@ fn report(
             f.p99_ms,
             f.server_cpu,
             f.server_us_per_req,
+            store.0,
+            store.1,
             f.load_cpu,
             f.machine_busy,
             t.errors,
@@ -711,13 +786,13 @@ fn report(
     let _ = writeln!(s, "\n### Ratios (ours / other, from the table above)\n");
     let _ = writeln!(
         s,
-        "Throughput ratio > 1: ours serves more requests/s. CPU ratio > 1: ours spends less server CPU per request (other µs/req / ours µs/req).\n"
+        "Throughput ratio > 1: ours serves more requests/s. CPU ratios > 1: ours spends less CPU per request (other µs/req / ours µs/req), in the server process alone and in server + store. When the load generator is the side that saturates (load CPU near 100%), the throughput ratio says little and the CPU ratios carry the comparison.\n"
     );
     let _ = writeln!(
         s,
-        "| backend | mix | vs | req/s ratio | server CPU/req ratio | target (req/s) | met |"
+        "| backend | mix | vs | req/s ratio | server CPU/req ratio | total CPU/req ratio | target | met (req/s) | met (total CPU/req) |"
     );
-    let _ = writeln!(s, "|---|---|---|---:|---:|---:|---|");
+    let _ = writeln!(s, "|---|---|---|---:|---:|---:|---:|---|---|");
     let ours = variant_index(Variant::Ours);
     for (&(b, mix, v), f) in &figures {
         if v == ours {
@@ -731,20 +806,24 @@ fn report(
             .find(|t| backend_index(t.0) == b && t.1 == mix && variant_index(t.2) == v)
             .map(|t| t.3);
         let ratio = o_f.rps / f.rps;
+        let cpu_ratio = f.total_us_per_req() / o_f.total_us_per_req();
+        let met = |r: f64| match target {
+            Some(t) if r >= t => "yes",
+            Some(_) => "**no**",
+            None => "",
+        };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {:.2} | {:.2} | {} | {} |",
+            "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {} | {} | {} |",
             Backend::ALL[b],
             mix.name(),
             Variant::ALL[v],
             ratio,
             f.server_us_per_req / o_f.server_us_per_req,
+            cpu_ratio,
             target.map(|t| format!(">= {t}")).unwrap_or_default(),
-            match target {
-                Some(t) if ratio >= t => "yes",
-                Some(_) => "**no**",
-                None => "",
-            }
+            met(ratio),
+            met(cpu_ratio),
         );
     }
     s
