@@ -622,21 +622,19 @@ async fn finish_ready(
                 };
             }
         }
-        (Some(loaded), Some(record)) => {
-            if touch_due(config, &record, now) {
-                let mut touched = record;
-                touched.mark_used(now);
-                let key = &loaded.key;
-                let touch = config.store.touch(key, touched.idle_deadline);
-                // A missed touch only leaves the idle deadline where it was;
-                // the read this request made succeeded, so it is not a failure.
-                if let Err(error) = call(config, "touch", key, deadline, touch).await {
-                    tracing::debug!(
-                        key = key.short(),
-                        error = &error as &dyn std::error::Error,
-                        "session touch failed"
-                    );
-                }
+        (Some(loaded), Some(record)) if touch_due(config, &record, now) => {
+            let mut touched = record;
+            touched.mark_used(now);
+            let key = &loaded.key;
+            let touch = config.store.touch(key, touched.idle_deadline);
+            // A missed touch only leaves the idle deadline where it was;
+            // the read this request made succeeded, so it is not a failure.
+            if let Err(error) = call(config, "touch", key, deadline, touch).await {
+                tracing::debug!(
+                    key = key.short(),
+                    error = &error as &dyn std::error::Error,
+                    "session touch failed"
+                );
             }
         }
         (None, Some(record)) if state.changed => {
