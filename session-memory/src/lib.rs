@@ -9,10 +9,11 @@ use moka::Expiry as CacheExpiry;
 use moka::future::Cache;
 use moka::ops::compute::{CompResult, Op};
 use moka::policy::EvictionPolicy;
+use serde_json::Value;
 use session_core::record::now;
 use session_core::time::OffsetDateTime;
 use session_core::{
-    Record, SaveOutcome, SessionInfo, SessionStore, StoreError, StoreKey, async_trait,
+    Data, Record, SaveOutcome, SessionInfo, SessionStore, StoreError, StoreKey, async_trait,
 };
 
 pub use moka;
@@ -38,8 +39,54 @@ pub const DEFAULT_CAPACITY: u64 = 1_000_000;
 /// ```
 #[derive(Clone)]
 pub struct MemoryStore {
-    cache: Cache<StoreKey, Arc<Record>>,
+    cache: Cache<StoreKey, Arc<Stored>>,
     index: Arc<Mutex<PrincipalIndex>>,
+}
+
+/// A record as the cache holds it: its fields in `meta`, whose own data map
+/// stays empty (an empty map allocates nothing), and the data as one
+/// exact-size slice in key order. A `serde_json::Map` is a B-tree whose
+/// smallest node has room for 11 entries, over 600 bytes for a session
+/// holding one value; the slice holds just what is there. Touches share the
+/// slice instead of copying it.
+struct Stored {
+    meta: Record,
+    data: Arc<[(Box<str>, Value)]>,
+}
+
+impl Stored {
+    fn new(record: &Record) -> Self {
+        // Cloned whole (the fields are not all ours to name: `Record` may
+        // grow), then the copied map is dropped for the slice.
+        let mut meta = record.clone();
+        meta.data = Data::new();
+        let data = record
+            .data
+            .iter()
+            .map(|(k, v)| (Box::from(k.as_str()), v.clone()))
+            .collect();
+        Self { meta, data }
+    }
+
+    /// The stored record, data included.
+    fn record(&self) -> Record {
+        let mut record = self.meta.clone();
+        record.data = self
+            .data
+            .iter()
+            .map(|(k, v)| (String::from(&**k), v.clone()))
+            .collect();
+        record
+    }
+}
+
+impl std::ops::Deref for Stored {
+    type Target = Record;
+
+    /// The record's fields, except the data (see [`Stored::record`]).
+    fn deref(&self) -> &Record {
+        &self.meta
+    }
 }
 
 /// Keys per principal.
@@ -127,11 +174,11 @@ pub struct DrainReport {
 /// Per-entry expiry: an entry lives until its record's deadline.
 struct RecordDeadline;
 
-impl CacheExpiry<StoreKey, Arc<Record>> for RecordDeadline {
+impl CacheExpiry<StoreKey, Arc<Stored>> for RecordDeadline {
     fn expire_after_create(
         &self,
         _key: &StoreKey,
-        record: &Arc<Record>,
+        record: &Arc<Stored>,
         _created_at: Instant,
     ) -> Option<Duration> {
         Some(record.ttl(now()))
@@ -140,7 +187,7 @@ impl CacheExpiry<StoreKey, Arc<Record>> for RecordDeadline {
     fn expire_after_update(
         &self,
         _key: &StoreKey,
-        record: &Arc<Record>,
+        record: &Arc<Stored>,
         _updated_at: Instant,
         _duration_until_expiry: Option<Duration>,
     ) -> Option<Duration> {
@@ -213,7 +260,7 @@ impl MemoryStore {
             if record.is_expired(now) {
                 continue;
             }
-            if other.create(&key, &record).await? {
+            if other.create(&key, &record.record()).await? {
                 let version = record.version;
                 self.remove_if(&key, |r| r.version == version).await;
                 report.moved += 1;
@@ -295,16 +342,16 @@ impl MemoryStore {
 }
 
 fn live(
-    entry: Option<&moka::Entry<StoreKey, Arc<Record>>>,
+    entry: Option<&moka::Entry<StoreKey, Arc<Stored>>>,
     now: OffsetDateTime,
-) -> Option<&Record> {
+) -> Option<&Stored> {
     entry.map(|e| &**e.value()).filter(|r| !r.is_expired(now))
 }
 
 #[async_trait]
 impl SessionStore for MemoryStore {
     async fn create(&self, key: &StoreKey, record: &Record) -> Result<bool, StoreError> {
-        let new = Arc::new(record.clone());
+        let new = Arc::new(Stored::new(record));
         let result = self
             .cache
             .entry_by_ref(key)
@@ -338,7 +385,7 @@ impl SessionStore for MemoryStore {
             .get(key)
             .await
             .filter(|r| !r.is_expired(now))
-            .map(|r| (*r).clone()))
+            .map(|r| r.record()))
     }
 
     async fn save(
@@ -347,7 +394,7 @@ impl SessionStore for MemoryStore {
         record: &Record,
         expected_version: u64,
     ) -> Result<SaveOutcome, StoreError> {
-        let new = Arc::new(record.clone());
+        let new = Arc::new(Stored::new(record));
         let mut outcome = SaveOutcome::Gone;
         self.cache
             .entry_by_ref(key)
@@ -388,14 +435,17 @@ impl SessionStore for MemoryStore {
                     None => Op::Nop,
                     Some(current) => {
                         touched = true;
-                        let mut record = current.clone();
-                        record.last_access = now;
+                        let mut meta = current.meta.clone();
+                        meta.last_access = now;
                         // Only ever later (a parallel save may have set a
                         // longer idle timeout), never past the absolute deadline.
-                        record.idle_deadline = idle_deadline
+                        meta.idle_deadline = idle_deadline
                             .max(current.idle_deadline)
-                            .min(record.absolute_deadline);
-                        Op::Put(Arc::new(record))
+                            .min(meta.absolute_deadline);
+                        Op::Put(Arc::new(Stored {
+                            meta,
+                            data: current.data.clone(),
+                        }))
                     }
                 };
                 std::future::ready(op)
@@ -435,7 +485,7 @@ impl SessionStore for MemoryStore {
                     if !record.is_expired(now)
                         && record.principal.as_deref() == Some(principal) =>
                 {
-                    sessions.push(SessionInfo::new(key, &record));
+                    sessions.push(SessionInfo::new(key, &record.record()));
                 }
                 _ => self.prune_key(principal, &key).await,
             }
