@@ -1,33 +1,62 @@
-//! A record as the fields of a Redis hash (see the crate docs for the layout).
+//! A record as one Redis string: a text header, then the data's JSON (see
+//! the crate docs for the layout).
+//!
+//! ```text
+//! 2:<v>:<i>:<x>:<a>:<c>:<t>:<p>:<n>:<principal, n bytes><data JSON object>
+//! ```
+//!
+//! The scripts (`scripts.rs`) parse the same header with one anchored Lua
+//! pattern; the integration tests check that both sides agree on values
+//! written by either.
 
-use std::collections::HashMap;
+use std::io::Write as _;
 use std::time::Duration;
 
 use session_core::record::{from_unix_ms, to_unix_ms};
 use session_core::{Data, Record, StoreError};
 
-/// The format tag this crate writes in field `f`.
-pub(crate) const FORMAT: &str = "1";
+/// The format tag this crate writes first in every value. (Format 1 was a
+/// hash; a hash is not a string, so nothing mistakes one for the other.)
+pub(crate) const FORMAT: &[u8] = b"2:";
 
-/// The hash fields of `record`, as field/value pairs ready to be passed to
-/// `HSET` (a record without principal has no `u` field).
-pub(crate) fn fields(record: &Record) -> Result<Vec<(&'static str, String)>, StoreError> {
-    let data = serde_json::to_string(&record.data).map_err(StoreError::Encode)?;
-    let mut fields = vec![
-        ("f", FORMAT.to_owned()),
-        ("v", record.version.to_string()),
-        ("c", to_unix_ms(record.created_at).to_string()),
-        ("a", to_unix_ms(record.last_access).to_string()),
-        ("i", to_unix_ms(record.idle_deadline).to_string()),
-        ("x", to_unix_ms(record.absolute_deadline).to_string()),
-        ("t", millis(record.idle_timeout).to_string()),
-        ("p", if record.persistent { "1" } else { "0" }.to_owned()),
-        ("d", data),
-    ];
-    if let Some(principal) = &record.principal {
-        fields.push(("u", principal.clone()));
+/// Room for the header of a record without principal: the tag, four
+/// timestamps of up to 20 characters, a `u64` version and idle timeout, the
+/// flag and the separators. Data comes on top.
+const HEADER_CAPACITY: usize = 2 + 6 * 21 + 2 + 1;
+
+/// Room reserved for the data's JSON; a `Vec` grows past it when needed.
+const DATA_CAPACITY: usize = 64;
+
+/// The value stored for `record`: one allocation in the common case (data
+/// JSON under [`DATA_CAPACITY`] bytes).
+pub(crate) fn encode(record: &Record) -> Result<Vec<u8>, StoreError> {
+    let principal = record.principal.as_deref();
+    let mut out =
+        Vec::with_capacity(HEADER_CAPACITY + principal.map_or(0, |p| p.len() + 21) + DATA_CAPACITY);
+    out.extend_from_slice(FORMAT);
+    write!(
+        out,
+        "{}:{}:{}:{}:{}:{}:{}:",
+        record.version,
+        to_unix_ms(record.idle_deadline),
+        to_unix_ms(record.absolute_deadline),
+        to_unix_ms(record.last_access),
+        to_unix_ms(record.created_at),
+        millis(record.idle_timeout),
+        u8::from(record.persistent),
+    )
+    .map_err(|e| StoreError::Encode(serde_json::Error::io(e)))?;
+    match principal {
+        // An empty length field: no principal (`0:` is the empty principal).
+        None => out.push(b':'),
+        Some(principal) => {
+            write!(out, "{}:", principal.len())
+                .map_err(|e| StoreError::Encode(serde_json::Error::io(e)))?;
+            out.extend_from_slice(principal.as_bytes());
+        }
     }
-    Ok(fields)
+    serde_json::to_writer(&mut out, &record.data).map_err(StoreError::Encode)?;
+    Ok(out)
 }
 
 /// Whole milliseconds of `d`, saturating.
@@ -35,57 +64,116 @@ pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Why a hash is not a record.
+/// Why a value is not a record.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum DecodeError {
-    #[error("field `{0}` is missing")]
-    Missing(&'static str),
-    #[error("field `{0}` is malformed")]
-    Malformed(&'static str),
     #[error("unknown format tag")]
     UnknownFormat,
-    #[error("field `d` is not a JSON object")]
-    Data(#[source] serde_json::Error),
+    #[error("header field `{0}` is malformed")]
+    Malformed(&'static str),
+    #[error("the principal runs past the end of the value")]
+    Truncated,
+    #[error("the principal is not UTF-8")]
+    Principal,
+    #[error("the data is not a JSON object")]
+    Data(#[source] Option<serde_json::Error>),
 }
 
-/// Decodes the fields of a hash read with `HGETALL`.
-pub(crate) fn decode(hash: &HashMap<Vec<u8>, Vec<u8>>) -> Result<Record, DecodeError> {
-    let field = |name: &'static str| {
-        hash.get(name.as_bytes())
-            .map(Vec::as_slice)
-            .ok_or(DecodeError::Missing(name))
-    };
-    let text = |name: &'static str| {
-        field(name)
-            .and_then(|bytes| std::str::from_utf8(bytes).map_err(|_| DecodeError::Malformed(name)))
-    };
-    let int = |name: &'static str| {
-        text(name).and_then(|s| s.parse::<i64>().map_err(|_| DecodeError::Malformed(name)))
-    };
-    let uint = |name: &'static str| {
-        text(name).and_then(|s| s.parse::<u64>().map_err(|_| DecodeError::Malformed(name)))
-    };
+/// Reads the header field by field.
+struct Header<'a> {
+    rest: &'a [u8],
+}
 
-    if field("f")? != FORMAT.as_bytes() {
-        return Err(DecodeError::UnknownFormat);
+impl<'a> Header<'a> {
+    /// The bytes up to the next `:`, which is consumed.
+    fn field(&mut self, name: &'static str) -> Result<&'a [u8], DecodeError> {
+        let end = self
+            .rest
+            .iter()
+            .position(|&b| b == b':')
+            .ok_or(DecodeError::Malformed(name))?;
+        let (field, rest) = self.rest.split_at(end);
+        self.rest = &rest[1..];
+        Ok(field)
     }
+
+    /// A non-negative decimal in canonical form: `0`, or digits without a
+    /// leading zero (so the scripts' string comparison of versions agrees
+    /// with a numeric one); no sign, no overflow.
+    fn uint(&mut self, name: &'static str) -> Result<u64, DecodeError> {
+        digits(self.field(name)?).ok_or(DecodeError::Malformed(name))
+    }
+
+    /// A decimal `i64`: canonical digits, optionally after a `-` (not `-0`).
+    fn int(&mut self, name: &'static str) -> Result<i64, DecodeError> {
+        let field = self.field(name)?;
+        let parsed = match field.strip_prefix(b"-") {
+            Some(magnitude) => digits(magnitude)
+                .filter(|&m| m != 0)
+                .and_then(|m| i64::try_from(-i128::from(m)).ok()),
+            None => digits(field).and_then(|m| i64::try_from(m).ok()),
+        };
+        parsed.ok_or(DecodeError::Malformed(name))
+    }
+}
+
+/// `bytes` as a canonical decimal `u64`, or `None`.
+fn digits(bytes: &[u8]) -> Option<u64> {
+    match bytes {
+        [] => None,
+        [b'0'] => Some(0),
+        [b'0', ..] => None,
+        _ => bytes.iter().try_fold(0u64, |n, &b| {
+            if b.is_ascii_digit() {
+                n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+            } else {
+                None
+            }
+        }),
+    }
+}
+
+/// Decodes a value written by [`encode`]. Strict: anything else (another
+/// tag, a missing, signed, non-canonical or overflowing number, a principal
+/// running past the end or not UTF-8, data that is not one JSON object) is
+/// an error.
+pub(crate) fn decode(value: &[u8]) -> Result<Record, DecodeError> {
+    let rest = value
+        .strip_prefix(FORMAT)
+        .ok_or(DecodeError::UnknownFormat)?;
+    let mut header = Header { rest };
     let mut record = Record::default();
-    record.version = uint("v")?;
-    record.created_at = from_unix_ms(int("c")?);
-    record.last_access = from_unix_ms(int("a")?);
-    record.idle_deadline = from_unix_ms(int("i")?);
-    record.absolute_deadline = from_unix_ms(int("x")?);
-    record.idle_timeout = Duration::from_millis(uint("t")?);
-    record.persistent = match field("p")? {
+    record.version = header.uint("version")?;
+    record.idle_deadline = from_unix_ms(header.int("idle deadline")?);
+    record.absolute_deadline = from_unix_ms(header.int("absolute deadline")?);
+    record.last_access = from_unix_ms(header.int("last access")?);
+    record.created_at = from_unix_ms(header.int("created at")?);
+    record.idle_timeout = Duration::from_millis(header.uint("idle timeout")?);
+    record.persistent = match header.field("persistent")? {
         b"1" => true,
         b"0" => false,
-        _ => return Err(DecodeError::Malformed("p")),
+        _ => return Err(DecodeError::Malformed("persistent")),
     };
-    record.principal = match hash.get(&b"u"[..]) {
-        None => None,
-        Some(_) => Some(text("u")?.to_owned()),
-    };
-    record.data = serde_json::from_slice::<Data>(field("d")?).map_err(DecodeError::Data)?;
+    let length = header.field("principal length")?;
+    let mut rest = header.rest;
+    if !length.is_empty() {
+        let length = digits(length)
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or(DecodeError::Malformed("principal length"))?;
+        if length > rest.len() {
+            return Err(DecodeError::Truncated);
+        }
+        let (principal, data) = rest.split_at(length);
+        let principal = std::str::from_utf8(principal).map_err(|_| DecodeError::Principal)?;
+        record.principal = Some(principal.to_owned());
+        rest = data;
+    }
+    // The scripts look at this byte too (a value they accept starts its data
+    // with `{`); serde_json alone would also skip leading whitespace.
+    if rest.first() != Some(&b'{') {
+        return Err(DecodeError::Data(None));
+    }
+    record.data = serde_json::from_slice::<Data>(rest).map_err(|e| DecodeError::Data(Some(e)))?;
     Ok(record)
 }
 
@@ -95,55 +183,165 @@ mod tests {
 
     use super::*;
 
-    fn hash_of(record: &Record) -> HashMap<Vec<u8>, Vec<u8>> {
-        fields(record)
-            .unwrap()
-            .into_iter()
-            .map(|(k, v)| (k.as_bytes().to_vec(), v.into_bytes()))
-            .collect()
+    fn round_trip(record: &Record) -> Vec<u8> {
+        let value = encode(record).unwrap();
+        assert_eq!(&decode(&value).unwrap(), record, "{}", value.escape_ascii());
+        value
     }
 
     #[test]
-    fn fields_round_trip() {
+    fn values_round_trip() {
         let mut record = Record::new(now(), &Expiry::default().persistent(true));
         record
             .data
-            .insert("n".into(), serde_json::json!({"deep": [1, 2]}));
+            .insert("n".into(), serde_json::json!({"deep": [1, 2], "s": "a:b"}));
         record.version = u64::MAX;
-        record.principal = Some("ada".into());
-        assert_eq!(decode(&hash_of(&record)).unwrap(), record);
+        record.principal = Some("ada:lovelace:ünïcødé 🦀".into());
+        let value = round_trip(&record);
+        let header = format!(
+            "2:{}:{}:{}:{}:{}:{}:1:{}:ada:lovelace:ünïcødé 🦀{{",
+            u64::MAX,
+            to_unix_ms(record.idle_deadline),
+            to_unix_ms(record.absolute_deadline),
+            to_unix_ms(record.last_access),
+            to_unix_ms(record.created_at),
+            Expiry::DEFAULT_IDLE_TIMEOUT.as_millis(),
+            "ada:lovelace:ünïcødé 🦀".len(),
+        );
+        assert!(
+            value.starts_with(header.as_bytes()),
+            "{}",
+            value.escape_ascii()
+        );
 
         record.principal = None;
         record.persistent = false;
-        let hash = hash_of(&record);
-        assert!(!hash.contains_key(&b"u"[..]), "no principal, no `u` field");
-        assert_eq!(decode(&hash).unwrap(), record);
+        record.version = 0;
+        let value = round_trip(&record);
+        assert!(
+            value.ends_with(br#":0::{"n":{"deep":[1,2],"s":"a:b"}}"#),
+            "no principal: an empty length field; {}",
+            value.escape_ascii()
+        );
+
+        // The empty principal is not the absent one.
+        record.principal = Some(String::new());
+        record.data.clear();
+        let value = round_trip(&record);
+        assert!(value.ends_with(b":0:0:{}"), "{}", value.escape_ascii());
+
+        // Timestamps before the epoch and zero durations still round-trip.
+        let mut odd = Record::default();
+        odd.created_at = from_unix_ms(-1);
+        odd.last_access = from_unix_ms(i64::from(i32::MIN));
+        round_trip(&odd);
     }
 
     #[test]
-    fn broken_hashes_do_not_decode() {
-        let good = hash_of(&Record::new(now(), &Expiry::default()));
-        let broken = |field: &str, value: Option<&[u8]>| {
-            let mut hash = good.clone();
-            match value {
-                Some(v) => hash.insert(field.as_bytes().to_vec(), v.to_vec()),
-                None => hash.remove(field.as_bytes()),
-            };
-            hash
-        };
-        for (what, hash) in [
-            ("empty", HashMap::new()),
-            ("format 2", broken("f", Some(b"2"))),
-            ("no version", broken("v", None)),
-            ("negative version", broken("v", Some(b"-1"))),
-            ("text deadline", broken("i", Some(b"soon"))),
-            ("non-UTF-8 deadline", broken("x", Some(b"\xff"))),
-            ("bad flag", broken("p", Some(b"yes"))),
-            ("data not JSON", broken("d", Some(b"{"))),
-            ("data an array", broken("d", Some(b"[1]"))),
-            ("principal not UTF-8", broken("u", Some(b"\xfe"))),
-        ] {
-            assert!(decode(&hash).is_err(), "{what} decoded");
+    fn the_capacity_covers_a_typical_value() {
+        let mut record = Record::new(now(), &Expiry::default());
+        record.version = u64::MAX;
+        record.data.insert("n".into(), serde_json::json!(42));
+        let value = encode(&record).unwrap();
+        assert!(value.len() <= HEADER_CAPACITY + DATA_CAPACITY);
+    }
+
+    #[test]
+    fn broken_values_do_not_decode() {
+        // A good value: version 7, principal "ada", data {"n":1}.
+        let good = b"2:7:2000:3000:1000:900:1000:0:3:ada{\"n\":1}";
+        assert!(decode(good).is_ok());
+        let cases: &[(&str, &[u8])] = &[
+            ("empty", b""),
+            ("format 1", b"1:7:2000:3000:1000:900:1000:0:3:ada{\"n\":1}"),
+            ("format 3", b"3:7:2000:3000:1000:900:1000:0:3:ada{\"n\":1}"),
+            ("tag only", b"2:"),
+            ("old hash as text", b"f1v0d{}"),
+            ("JSON record of session-core", br#"{"f":1,"v":0,"d":{}}"#),
+            ("header cut short", b"2:7:2000:3000:1000"),
+            ("no data", b"2:7:2000:3000:1000:900:1000:0:3:ada"),
+            (
+                "empty version",
+                b"2::2000:3000:1000:900:1000:0:3:ada{\"n\":1}",
+            ),
+            (
+                "negative version",
+                b"2:-7:2000:3000:1000:900:1000:0:3:ada{\"n\":1}",
+            ),
+            (
+                "plus sign",
+                b"2:+7:2000:3000:1000:900:1000:0:3:ada{\"n\":1}",
+            ),
+            (
+                "leading zero",
+                b"2:07:2000:3000:1000:900:1000:0:3:ada{\"n\":1}",
+            ),
+            (
+                "version overflows u64",
+                b"2:18446744073709551616:2000:3000:1000:900:1000:0:3:ada{}",
+            ),
+            (
+                "text deadline",
+                b"2:7:soon:3000:1000:900:1000:0:3:ada{\"n\":1}",
+            ),
+            (
+                "space in a deadline",
+                b"2:7: 2000:3000:1000:900:1000:0:3:ada{\"n\":1}",
+            ),
+            (
+                "deadline overflows i64",
+                b"2:7:2000:9223372036854775808:1000:900:1000:0:3:ada{}",
+            ),
+            ("minus zero", b"2:7:2000:3000:-0:900:1000:0:3:ada{\"n\":1}"),
+            ("lone minus", b"2:7:2000:3000:1000:-:1000:0:3:ada{\"n\":1}"),
+            (
+                "non-UTF-8 digit",
+                b"2:7:2000:3000:1000:9\xff:1000:0:3:ada{\"n\":1}",
+            ),
+            (
+                "negative idle timeout",
+                b"2:7:2000:3000:1000:900:-1:0:3:ada{\"n\":1}",
+            ),
+            (
+                "bad flag",
+                b"2:7:2000:3000:1000:900:1000:yes:3:ada{\"n\":1}",
+            ),
+            ("flag 2", b"2:7:2000:3000:1000:900:1000:2:3:ada{\"n\":1}"),
+            (
+                "principal length not a number",
+                b"2:7:2000:3000:1000:900:1000:0:x:ada{\"n\":1}",
+            ),
+            (
+                "principal past the end",
+                b"2:7:2000:3000:1000:900:1000:0:99:ada{\"n\":1}",
+            ),
+            (
+                "principal length overflows",
+                b"2:7:2000:3000:1000:900:1000:0:99999999999999999999:a{}",
+            ),
+            (
+                "principal not UTF-8",
+                b"2:7:2000:3000:1000:900:1000:0:3:a\xfe\xff{\"n\":1}",
+            ),
+            (
+                "principal too short",
+                b"2:7:2000:3000:1000:900:1000:0:2:ada{\"n\":1}",
+            ),
+            ("data not JSON", b"2:7:2000:3000:1000:900:1000:0:3:ada{"),
+            ("data an array", b"2:7:2000:3000:1000:900:1000:0:3:ada[1]"),
+            ("data a string", b"2:7:2000:3000:1000:900:1000:0:3:ada\"x\""),
+            (
+                "data after whitespace",
+                b"2:7:2000:3000:1000:900:1000:0:3:ada {\"n\":1}",
+            ),
+            ("two objects", b"2:7:2000:3000:1000:900:1000:0:3:ada{}{}"),
+            (
+                "data not UTF-8",
+                b"2:7:2000:3000:1000:900:1000:0:3:ada{\"\xff\":1}",
+            ),
+        ];
+        for (what, value) in cases {
+            assert!(decode(value).is_err(), "{what} decoded");
         }
     }
 }

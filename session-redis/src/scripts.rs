@@ -5,23 +5,40 @@
 //! receives as `ARGV[1]` (Unix ms): a record is live while
 //! `now < min(i, x)`. Redis's own TTL, set in the same script, only reclaims
 //! the memory; it fires at the same instant give or take the network delay,
-//! and the explicit check closes that gap. A key that is not a hash, or a
-//! hash without readable deadlines, counts as absent (the "undecodable is
+//! and the explicit check closes that gap. A key that is not a string, or a
+//! string whose header does not parse, counts as absent (the "undecodable is
 //! absent" rule).
 
 use std::sync::LazyLock;
 
 use deadpool_redis::redis::Script;
 
-/// Shared prologue: `live(key, now)` gives the stored fields asked for when
-/// the record under `key` is live, or nil.
+/// Shared prologue: `live(key, now)` reads the value under `key` and, when
+/// it is a live record, returns the value, then the header's version, idle
+/// and absolute deadlines (as the decimal strings stored), the principal
+/// (`false` when none), the position where the idle deadline starts and the
+/// position right after the last access; otherwise nil.
+///
+/// The header is `2:v:i:x:a:c:t:p:n:` followed by the `n`-byte principal
+/// (an empty `n`: none) and the data's JSON object (see `encoding.rs`). One
+/// anchored `string.match` reads it; `GET` through `pcall` turns a key of
+/// another type (`WRONGTYPE`) into a non-string, hence absent, without a
+/// `TYPE` call.
 const LIVE: &str = r"
-local function live(key, now, ...)
-  if redis.call('TYPE', key).ok ~= 'hash' then return nil end
-  local fields = redis.call('HMGET', key, 'i', 'x', ...)
-  local i, x = tonumber(fields[1]), tonumber(fields[2])
-  if i and x and math.min(i, x) > now then return fields end
-  return nil
+local function live(key, now)
+  local s = redis.pcall('GET', key)
+  if type(s) ~= 'string' then return nil end
+  local v, pi, i, x, pa, n, pu = string.match(s,
+    '^2:(%d+):()(%-?%d+):(%-?%d+):%-?%d+():%-?%d+:%d+:[01]:(%d*):()')
+  if not v or math.min(tonumber(i), tonumber(x)) <= now then return nil end
+  local u = false
+  if n ~= '' then
+    local e = pu + tonumber(n)
+    u = string.sub(s, pu, e - 1)
+    pu = e
+  end
+  if string.byte(s, pu) ~= 123 then return nil end
+  return s, v, i, x, u, pi, pa
 end
 ";
 
@@ -29,38 +46,50 @@ fn script(body: &str) -> Script {
     Script::new(&format!("{LIVE}{body}"))
 }
 
-/// `create`: ARGV = now, ttl ms, field/value pairs.
-/// Returns 1 if inserted (or, with ttl <= 0, if it would have been), 0 if a
-/// live record is there. A dead or foreign value under the key is replaced.
+/// `create`, when `SET NX` found the key taken (or the record is already
+/// expired): ARGV = now, ttl ms, value.
+/// Returns 1 if inserted (or, with ttl <= 0, if it would have been: then a
+/// dead or foreign value is only deleted), 0 if a live record is there. A
+/// dead or foreign value under the key is replaced.
 pub(crate) static CREATE: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
-local key, now, ttl = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
+local key, now = KEYS[1], tonumber(ARGV[1])
 if live(key, now) then return 0 end
-redis.call('DEL', key)
-if ttl > 0 then
-  redis.call('HSET', key, unpack(ARGV, 3))
-  redis.call('PEXPIRE', key, ARGV[2])
+if tonumber(ARGV[2]) > 0 then
+  redis.call('SET', key, ARGV[3], 'PX', ARGV[2])
+else
+  redis.call('DEL', key)
 end
 return 1
 ",
     )
 });
 
-/// `save`: ARGV = now, expected version, ttl ms, field/value pairs.
-/// Returns 0 (gone), 1 (conflict) or 2 (saved). Versions are compared as
-/// the decimal strings they are stored as, so every `u64` compares exactly.
+/// `save`: ARGV = now, expected version, ttl ms, value, and, only when the
+/// new record has a principal that may not be indexed yet, that principal
+/// and the new absolute deadline (Unix ms).
+///
+/// Returns 0 (gone), 1 (conflict), 2 (saved) or 3 (not written: index
+/// first). Versions are compared as the decimal strings they are stored as,
+/// so every `u64` compares exactly. With ARGV[5] given, the record is
+/// written only if the stored record has that same principal and an
+/// absolute deadline no earlier than the new one: then the index already
+/// holds this key for long enough (see `RedisStore::save`); otherwise the
+/// script answers 3 and the caller indexes the key and saves again without
+/// ARGV[5]. With ttl <= 0 a matching record is deleted.
 pub(crate) static SAVE: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
-local key, now, ttl = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[3])
-local fields = live(key, now, 'v')
-if not fields or not fields[3] then return 0 end
-if fields[3] ~= ARGV[2] then return 1 end
-redis.call('DEL', key)
-if ttl > 0 then
-  redis.call('HSET', key, unpack(ARGV, 4))
-  redis.call('PEXPIRE', key, ARGV[3])
+local key, now = KEYS[1], tonumber(ARGV[1])
+local s, v, i, x, u = live(key, now)
+if not s then return 0 end
+if v ~= ARGV[2] then return 1 end
+if ARGV[5] and (u ~= ARGV[5] or tonumber(ARGV[6]) > tonumber(x)) then return 3 end
+if tonumber(ARGV[3]) > 0 then
+  redis.call('SET', key, ARGV[4], 'PX', ARGV[3])
+else
+  redis.call('DEL', key)
 end
 return 2
 ",
@@ -71,18 +100,19 @@ return 2
 /// Sets `a` to now and `i` to the requested deadline, but never earlier than
 /// the stored one (a parallel save may have given the session a longer idle
 /// timeout than the toucher knew) and never past `x`; sets the TTL to match.
-/// Returns 1 if the record was live, 0 if not.
+/// The header's `i:x:a` run is spliced; the rest of the value is copied as
+/// it is. Returns 1 if the record was live, 0 if not.
 pub(crate) static TOUCH: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
 local key, now = KEYS[1], tonumber(ARGV[1])
-local fields = live(key, now)
-if not fields then return 0 end
+local s, v, i, x, u, pi, pa = live(key, now)
+if not s then return 0 end
 local idle, stored = tonumber(ARGV[2]), ARGV[2]
-if idle < tonumber(fields[1]) then idle, stored = tonumber(fields[1]), fields[1] end
-if idle > tonumber(fields[2]) then idle, stored = tonumber(fields[2]), fields[2] end
-redis.call('HSET', key, 'a', ARGV[1], 'i', stored)
-redis.call('PEXPIRE', key, string.format('%d', idle - now))
+if idle < tonumber(i) then idle, stored = tonumber(i), i end
+if idle > tonumber(x) then idle, stored = tonumber(x), x end
+redis.call('SET', key, string.sub(s, 1, pi - 1) .. stored .. ':' .. x .. ':' .. ARGV[1] .. string.sub(s, pa),
+  'PX', string.format('%d', idle - now))
 return 1
 ",
     )
@@ -90,14 +120,15 @@ return 1
 
 /// `delete_by_principal`, per key: ARGV = now, principal.
 /// Returns 1 if a live record of that principal was deleted, 0 if no live
-/// record is there, 2 if a live record of another principal is there (kept).
+/// record is there, 2 if a live record of another principal (or of none) is
+/// there (kept).
 pub(crate) static DELETE_OWNED: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
 local key, now = KEYS[1], tonumber(ARGV[1])
-local fields = live(key, now, 'u')
-if not fields then return 0 end
-if fields[3] ~= ARGV[2] then return 2 end
+local s, v, i, x, u = live(key, now)
+if not s then return 0 end
+if u ~= ARGV[2] then return 2 end
 redis.call('DEL', key)
 return 1
 ",

@@ -1,11 +1,10 @@
-//! `RedisStore`: the `SessionStore` contract on Redis hashes and Lua scripts.
+//! `RedisStore`: the `SessionStore` contract on Redis strings and Lua scripts.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use deadpool_redis::redis::{self, AsyncCommands as _, ScriptInvocation};
+use deadpool_redis::redis::{self, AsyncCommands as _};
 use futures_util::future::try_join_all;
 use session_core::record::{now, to_unix_ms};
 use session_core::time::OffsetDateTime;
@@ -26,7 +25,7 @@ pub const DEFAULT_SHARED_CONNECTIONS: usize = 2;
 /// deadpool-redis pool: the stateless mode.
 ///
 /// Cloning is cheap; clones share the connections. See the [crate
-/// docs](crate) for the keys, the hash layout and the scripts.
+/// docs](crate) for the keys, the value layout and the scripts.
 ///
 /// ```
 /// use session_redis::RedisStore;
@@ -155,7 +154,8 @@ impl RedisStore {
     }
 
     /// Notes `key` in `principal`'s set before the write that gives the record
-    /// that principal, so the index never misses a live record.
+    /// that principal, so the index never misses a live record (see
+    /// [`SessionStore::save`] for when a save can skip this).
     async fn index(
         &self,
         key: &StoreKey,
@@ -181,21 +181,21 @@ impl RedisStore {
     /// Reads the record under `key`: `None` if absent, not live, or not
     /// decodable (then logged).
     async fn read(&self, conn: &mut Conn, key: &StoreKey) -> redis::RedisResult<Option<Record>> {
-        let hash: HashMap<Vec<u8>, Vec<u8>> = match conn.hgetall(self.record_key(key)).await {
-            Ok(hash) => hash,
+        let value: Option<Vec<u8>> = match conn.get(self.record_key(key)).await {
+            Ok(value) => value,
             Err(e) if e.code() == Some("WRONGTYPE") => {
                 tracing::warn!(
                     key = key.short(),
-                    "session key holds no hash; treated as absent"
+                    "session key holds no string; treated as absent"
                 );
                 return Ok(None);
             }
             Err(e) => return Err(e),
         };
-        if hash.is_empty() {
+        let Some(value) = value else {
             return Ok(None);
-        }
-        match encoding::decode(&hash) {
+        };
+        match encoding::decode(&value) {
             Ok(record) if record.is_expired(now()) => Ok(None),
             Ok(record) => Ok(Some(record)),
             Err(error) => {
@@ -238,62 +238,139 @@ impl RedisStore {
     }
 }
 
-/// Appends the TTL and the record's fields to a script invocation.
-fn with_record(
-    invocation: &mut ScriptInvocation<'_>,
-    ttl: u64,
-    record: &Record,
-) -> Result<(), StoreError> {
-    invocation.arg(ttl);
-    for (field, value) in encoding::fields(record)? {
-        invocation.arg(field).arg(value);
+/// What the `save` script answered.
+const GONE: i64 = 0;
+const CONFLICT: i64 = 1;
+const SAVED: i64 = 2;
+const INDEX_FIRST: i64 = 3;
+
+impl RedisStore {
+    /// Runs the `save` script once. With `check_principal`, a record with a
+    /// principal is written only if the stored one has the same principal
+    /// and an absolute deadline no earlier than the new one; otherwise the
+    /// script writes nothing and answers [`INDEX_FIRST`].
+    async fn save_once(
+        &self,
+        record_key: &str,
+        value: &[u8],
+        record: &Record,
+        expected_version: u64,
+        check_principal: bool,
+    ) -> Result<i64, StoreError> {
+        let now = now();
+        let ttl = millis(record.ttl(now));
+        let mut invocation = scripts::SAVE.key(record_key);
+        invocation
+            .arg(to_unix_ms(now))
+            .arg(expected_version)
+            .arg(ttl)
+            .arg(value);
+        if let Some(principal) = record.principal.as_deref()
+            && check_principal
+            // With no time left the script deletes: nothing to index.
+            && ttl > 0
+        {
+            invocation
+                .arg(principal)
+                .arg(to_unix_ms(record.absolute_deadline));
+        }
+        self.run(async |conn| invocation.invoke_async(conn).await)
+            .await
     }
-    Ok(())
 }
 
 #[async_trait]
 impl SessionStore for RedisStore {
-    /// One `create` script (plus the principal index first, when the record
-    /// has a principal).
+    /// One `SET NX PX`; the `create` script only when that finds the key
+    /// taken (a dead or foreign value there is replaced) or the record is
+    /// already expired. A record with a principal is first added to the
+    /// principal index, one more round trip.
     async fn create(&self, key: &StoreKey, record: &Record) -> Result<bool, StoreError> {
+        let value = encoding::encode(record)?;
+        self.index(key, record, now()).await?;
+        let record_key = self.record_key(key);
+        let ttl = millis(record.ttl(now()));
+        if ttl > 0 {
+            // Ids are 128 random bits: the key is practically always free.
+            let mut set = redis::cmd("SET");
+            set.arg(&record_key)
+                .arg(&value)
+                .arg("PX")
+                .arg(ttl)
+                .arg("NX");
+            let reply: Option<()> = self.run(async |conn| set.query_async(conn).await).await?;
+            if reply.is_some() {
+                return Ok(true);
+            }
+        }
         let now = now();
-        self.index(key, record, now).await?;
-        let mut invocation = scripts::CREATE.key(self.record_key(key));
-        invocation.arg(to_unix_ms(now));
-        with_record(&mut invocation, millis(record.ttl(now)), record)?;
+        let mut invocation = scripts::CREATE.key(&record_key);
+        invocation
+            .arg(to_unix_ms(now))
+            .arg(millis(record.ttl(now)))
+            .arg(&value);
         let created: i64 = self
             .run(async |conn| invocation.invoke_async(conn).await)
             .await?;
         Ok(created == 1)
     }
 
-    /// One `HGETALL`.
+    /// One `GET`.
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
         self.run(async |conn| self.read(conn, key).await).await
     }
 
-    /// One `save` script (plus the principal index first, when the record
-    /// has a principal).
+    /// One `save` script. Only when the record gets a principal it did not
+    /// have (or, with one, a later absolute deadline) does the script write
+    /// nothing and ask for the principal index first: then the index script
+    /// and the `save` script again, three round trips.
     async fn save(
         &self,
         key: &StoreKey,
         record: &Record,
         expected_version: u64,
     ) -> Result<SaveOutcome, StoreError> {
-        let now = now();
-        self.index(key, record, now).await?;
-        let mut invocation = scripts::SAVE.key(self.record_key(key));
-        invocation
-            .arg(to_unix_ms(now))
-            .arg(expected_version.to_string());
-        with_record(&mut invocation, millis(record.ttl(now)), record)?;
-        let outcome: i64 = self
-            .run(async |conn| invocation.invoke_async(conn).await)
+        // Why a save that keeps the principal needs no index call. The store
+        // keeps this invariant: while the key holds a live record with
+        // principal `P` and absolute deadline `x`, `P`'s set holds the key
+        // and lives until `x` at least.
+        // - `create` with a principal runs the index script before it writes:
+        //   `SADD` of the key, and the set's TTL raised (never lowered) to
+        //   reach `x`.
+        // - A `save` whose stored record (live, of the expected version,
+        //   checked in the same atomic script) already has principal `P` and
+        //   an absolute deadline `x_old >= x_new` inherits the invariant from
+        //   that record: the key is in the set, and the set lives until
+        //   `x_old >= x_new`. It writes at once.
+        // - Every other save of a record with a principal gets `INDEX_FIRST`
+        //   from the script (nothing written), runs the index script, then
+        //   saves; the script checks the version again, so a parallel write
+        //   in between still gives `Conflict` or `Gone`.
+        // - A touch changes neither the principal nor `x`, and never keeps a
+        //   record past `x`.
+        // - Members leave the set only through the lazy cleanup, after their
+        //   record was seen dead or was deleted; a save never brings a dead
+        //   record back (`Gone`), and a `create` indexes again.
+        let value = encoding::encode(record)?;
+        let record_key = self.record_key(key);
+        let mut outcome = self
+            .save_once(&record_key, &value, record, expected_version, true)
             .await?;
+        if outcome == INDEX_FIRST {
+            self.index(key, record, now()).await?;
+            outcome = self
+                .save_once(&record_key, &value, record, expected_version, false)
+                .await?;
+        }
         Ok(match outcome {
-            2 => SaveOutcome::Saved,
-            1 => SaveOutcome::Conflict,
-            _ => SaveOutcome::Gone,
+            SAVED => SaveOutcome::Saved,
+            CONFLICT => SaveOutcome::Conflict,
+            GONE => SaveOutcome::Gone,
+            other => {
+                return Err(StoreError::backend(format!(
+                    "the save script answered {other}"
+                )));
+            }
         })
     }
 
@@ -322,7 +399,7 @@ impl SessionStore for RedisStore {
             .map(drop)
     }
 
-    /// `SMEMBERS`, then one `HGETALL` per member, all in flight together;
+    /// `SMEMBERS`, then one `GET` per member, all in flight together;
     /// then one `SREM` of the dead members, if any.
     async fn list_by_principal(&self, principal: &str) -> Result<Vec<SessionInfo>, StoreError> {
         let (keys, mut dead) = self.members(principal).await?;

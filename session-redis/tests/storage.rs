@@ -1,11 +1,10 @@
-//! What the store leaves in Redis: the documented hash layout and TTLs, no
-//! raw session id anywhere, undecodable values treated as absent, and the
-//! principal index cleaned lazily.
+//! What the store leaves in Redis: the documented string layout and TTLs, no
+//! raw session id anywhere, foreign and old values treated as absent, the
+//! principal index updated only when a save needs it, and cleaned lazily.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::Router;
@@ -95,7 +94,7 @@ async fn no_stored_key_or_value_contains_a_raw_session_id() {
             keys.push(key.unwrap());
         }
     }
-    let mut hashes = 0;
+    let mut strings = 0;
     let mut sets = 0;
     for key in &keys {
         check("a key", key);
@@ -105,13 +104,10 @@ async fn no_stored_key_or_value_contains_a_raw_session_id() {
             .await
             .unwrap();
         match kind.as_str() {
-            "hash" => {
-                hashes += 1;
-                let hash: HashMap<Vec<u8>, Vec<u8>> = conn.hgetall(key).await.unwrap();
-                for (field, value) in &hash {
-                    check("a hash field", field);
-                    check("a hash value", value);
-                }
+            "string" => {
+                strings += 1;
+                let value: Vec<u8> = conn.get(key).await.unwrap();
+                check("a value", &value);
             }
             "set" => {
                 sets += 1;
@@ -124,19 +120,25 @@ async fn no_stored_key_or_value_contains_a_raw_session_id() {
         }
     }
     // The two live sessions, and ada's index: the checks above saw real data.
-    assert_eq!(hashes, 2, "live session records under the prefix");
+    assert_eq!(strings, 2, "live session records under the prefix");
     assert_eq!(sets, 1, "principal sets under the prefix");
 }
 
+/// The header fields of a stored value, split at `:` (the principal and
+/// data, which follow the ninth field, are left in the tenth).
+fn header(value: &str) -> Vec<&str> {
+    value.splitn(10, ':').collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hash_layout_and_ttls_match_the_docs() {
+async fn value_layout_and_ttls_match_the_docs() {
     let store = standalone_store().await;
     let mut conn = raw_connection().await;
     let key = Id::random().unwrap().store_key();
     let expiry = Expiry::new(Duration::from_secs(600), Duration::from_secs(3600)).persistent(true);
     let mut record = Record::new(now(), &expiry);
     record.data.insert("cart".into(), json!([1, 2]));
-    record.principal = Some("ada".into());
+    record.principal = Some("ada:🦀".into());
     assert!(store.create(&key, &record).await.unwrap());
 
     let record_key = store.record_key(&key);
@@ -144,29 +146,28 @@ async fn hash_layout_and_ttls_match_the_docs() {
         record_key.ends_with(&format!("s:{}", key.as_str())),
         "{record_key}"
     );
-    let hash: HashMap<String, String> = conn.hgetall(&record_key).await.unwrap();
+    let kind: String = redis::cmd("TYPE")
+        .arg(&record_key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(kind, "string");
     let ms = |t| to_unix_ms(t).to_string();
-    let expected: HashMap<String, String> = [
-        ("f", "1".to_owned()),
-        ("v", "0".to_owned()),
-        ("c", ms(record.created_at)),
-        ("a", ms(record.last_access)),
-        ("i", ms(record.idle_deadline)),
-        ("x", ms(record.absolute_deadline)),
-        ("t", "600000".to_owned()),
-        ("p", "1".to_owned()),
-        ("u", "ada".to_owned()),
-        ("d", r#"{"cart":[1,2]}"#.to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    assert_eq!(hash, expected);
+    let value: String = conn.get(&record_key).await.unwrap();
+    let expected = format!(
+        "2:0:{}:{}:{}:{}:600000:1:{}:ada:🦀{{\"cart\":[1,2]}}",
+        ms(record.idle_deadline),
+        ms(record.absolute_deadline),
+        ms(record.last_access),
+        ms(record.created_at),
+        "ada:🦀".len(),
+    );
+    assert_eq!(value, expected);
 
     // The record's TTL is its time to live; the index outlives it.
     let pttl: i64 = conn.pttl(&record_key).await.unwrap();
     assert!((598_000..=600_000).contains(&pttl), "record PTTL {pttl}");
-    let set_key = store.principal_key("ada");
+    let set_key = store.principal_key("ada:🦀");
     let members: Vec<String> = conn.smembers(&set_key).await.unwrap();
     assert_eq!(members, vec![key.as_str().to_owned()]);
     let set_pttl: i64 = conn.pttl(&set_key).await.unwrap();
@@ -175,79 +176,322 @@ async fn hash_layout_and_ttls_match_the_docs() {
         "set PTTL {set_pttl}"
     );
 
-    // A touch rewrites `a` and `i` and the TTL, nothing else.
+    // A touch rewrites `i` and `a` and the TTL, nothing else.
+    let before_touch = to_unix_ms(now());
     let idle = now() + Duration::from_secs(1200);
     assert!(store.touch(&key, idle).await.unwrap());
-    let touched: HashMap<String, String> = conn.hgetall(&record_key).await.unwrap();
-    assert_eq!(touched["i"], ms(idle));
-    assert!(touched["a"] >= hash["a"]);
-    for field in ["f", "v", "c", "x", "t", "p", "u", "d"] {
-        assert_eq!(touched[field], hash[field], "touch changed `{field}`");
+    let touched: String = conn.get(&record_key).await.unwrap();
+    let (old, new) = (header(&value), header(&touched));
+    assert_eq!(new[2], ms(idle), "touch sets `i`");
+    let access: i64 = new[4].parse().unwrap();
+    assert!(
+        (before_touch..=to_unix_ms(now())).contains(&access),
+        "touch sets `a` to now: {touched}"
+    );
+    for field in [0, 1, 3, 5, 6, 7, 8, 9] {
+        assert_eq!(new[field], old[field], "touch changed field {field}");
     }
     let pttl: i64 = conn.pttl(&record_key).await.unwrap();
     assert!(
         (1_198_000..=1_200_000).contains(&pttl),
         "touched PTTL {pttl}"
     );
+    // What the script spliced, the store reads back.
+    let loaded = store.load(&key).await.unwrap().expect("live after touch");
+    assert_eq!(ms(loaded.idle_deadline), ms(idle));
+    assert_eq!(to_unix_ms(loaded.last_access), access);
+    assert_eq!(loaded.data, record.data);
+    assert_eq!(loaded.principal, record.principal);
 
-    // Without a principal there is no `u` field.
-    let plain = Id::random().unwrap().store_key();
-    assert!(
-        store
-            .create(&plain, &Record::new(now(), &expiry))
-            .await
-            .unwrap()
+    // A save writes the whole value again, with its TTL.
+    let mut next = loaded.clone();
+    next.version = 1;
+    next.data.insert("n".into(), json!(42));
+    assert_eq!(
+        store.save(&key, &next, 0).await.unwrap(),
+        SaveOutcome::Saved
     );
-    let exists: bool = conn.hexists(store.record_key(&plain), "u").await.unwrap();
-    assert!(!exists);
+    let saved: String = conn.get(&record_key).await.unwrap();
+    assert!(
+        saved.starts_with("2:1:") && saved.ends_with(r#"ada:🦀{"cart":[1,2],"n":42}"#),
+        "{saved}"
+    );
+    assert_eq!(store.load(&key).await.unwrap(), Some(next));
+    let pttl: i64 = conn.pttl(&record_key).await.unwrap();
+    assert!((1_195_000..=1_200_000).contains(&pttl), "saved PTTL {pttl}");
+
+    // Without a principal the length field is empty; the empty principal is
+    // length 0.
+    let plain = Id::random().unwrap().store_key();
+    let mut record = Record::new(now(), &expiry.persistent(false));
+    assert!(store.create(&plain, &record).await.unwrap());
+    let value: String = conn.get(store.record_key(&plain)).await.unwrap();
+    assert!(value.ends_with(":600000:0::{}"), "{value}");
+    record.principal = Some(String::new());
+    record.version = 1;
+    assert_eq!(
+        store.save(&plain, &record, 0).await.unwrap(),
+        SaveOutcome::Saved
+    );
+    let value: String = conn.get(store.record_key(&plain)).await.unwrap();
+    assert!(value.ends_with(":600000:0:0:{}"), "{value}");
+    assert_eq!(store.load(&plain).await.unwrap(), Some(record));
 }
 
+/// Versions travel as decimal strings and the save script compares them as
+/// such: exact up to `u64::MAX`, where a Lua number (a double) is not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn undecodable_values_are_absent() {
+async fn versions_compare_exactly_up_to_u64_max() {
+    let store = standalone_store().await;
+    let key = Id::random().unwrap().store_key();
+    let mut record = Record::new(now(), &Expiry::default());
+    record.version = u64::MAX - 2;
+    assert!(store.create(&key, &record).await.unwrap());
+    record.version = u64::MAX - 1;
+    // u64::MAX - 3 and u64::MAX - 2 are the same double.
+    assert_eq!(
+        store.save(&key, &record, u64::MAX - 3).await.unwrap(),
+        SaveOutcome::Conflict
+    );
+    assert_eq!(
+        store.save(&key, &record, u64::MAX - 2).await.unwrap(),
+        SaveOutcome::Saved
+    );
+    record.version = u64::MAX;
+    assert_eq!(
+        store.save(&key, &record, u64::MAX - 1).await.unwrap(),
+        SaveOutcome::Saved
+    );
+    assert_eq!(store.load(&key).await.unwrap(), Some(record));
+}
+
+/// Values under a session key that are not records of this crate: each is
+/// absent to `load`, `touch`, `save` and `delete_by_principal`, and a
+/// `create` replaces it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_and_old_values_are_absent() {
     let store = standalone_store().await;
     let mut conn = raw_connection().await;
-    let record = Record::new(now(), &Expiry::default());
+    let far = to_unix_ms(now() + Duration::from_secs(3600)).to_string();
+    let past = to_unix_ms(now() - Duration::from_secs(1)).to_string();
+    let mut old_record = Record::new(now(), &Expiry::default());
+    old_record.principal = Some("ada".into());
+    let string_values: Vec<(&str, Vec<u8>)> = vec![
+        ("garbage", b"not a session".to_vec()),
+        ("empty", Vec::new()),
+        ("session-core's JSON encoding", old_record.encode().unwrap()),
+        (
+            "format 1 as text",
+            format!("1:0:{far}:{far}:0:0:1000:0:3:ada{{}}").into_bytes(),
+        ),
+        (
+            "format 3",
+            format!("3:0:{far}:{far}:0:0:1000:0:3:ada{{}}").into_bytes(),
+        ),
+        (
+            "header cut short",
+            format!("2:0:{far}:{far}:0").into_bytes(),
+        ),
+        (
+            "text version",
+            format!("2:x:{far}:{far}:0:0:1000:0:3:ada{{}}").into_bytes(),
+        ),
+        (
+            "principal past the end",
+            format!("2:0:{far}:{far}:0:0:1000:0:9:ada{{}}").into_bytes(),
+        ),
+        (
+            "data not an object",
+            format!("2:0:{far}:{far}:0:0:1000:0:3:ada[1]").into_bytes(),
+        ),
+        (
+            "expired",
+            format!("2:0:{past}:{far}:0:0:1000:0:3:ada{{}}").into_bytes(),
+        ),
+    ];
 
-    // A hash of an unknown format, and a value that is not a hash at all.
-    let foreign_hash = Id::random().unwrap().store_key();
+    let mut keys = Vec::new();
+    // The old layout: a live-looking format 1 hash, fields as this crate
+    // wrote them before.
+    let old_hash = Id::random().unwrap().store_key();
     let _: () = conn
         .hset_multiple(
-            store.record_key(&foreign_hash),
+            store.record_key(&old_hash),
             &[
-                ("f", "9"),
+                ("f", "1"),
                 ("v", "0"),
-                ("i", "99999999999999"),
-                ("x", "99999999999999"),
+                ("c", "0"),
+                ("a", "0"),
+                ("i", far.as_str()),
+                ("x", far.as_str()),
+                ("t", "1000"),
+                ("p", "0"),
+                ("u", "ada"),
+                ("d", "{}"),
             ],
         )
         .await
         .unwrap();
-    let string = Id::random().unwrap().store_key();
+    keys.push(("old format 1 hash", old_hash));
+    let list = Id::random().unwrap().store_key();
     let _: () = conn
-        .set(store.record_key(&string), "not a session")
+        .rpush(store.record_key(&list), &["2:0:", "{}"])
         .await
         .unwrap();
-
-    for key in [&foreign_hash, &string] {
-        assert_eq!(store.load(key).await.unwrap(), None, "load");
+    keys.push(("list", list));
+    for (what, value) in string_values {
+        let key = Id::random().unwrap().store_key();
+        let _: () = conn.set(store.record_key(&key), value).await.unwrap();
+        keys.push((what, key));
     }
-    let mut next = record.clone();
-    next.version = 1;
+    // Every key in ada's index, as if an old version had indexed them.
+    for (_, key) in &keys {
+        let _: () = conn
+            .sadd(store.principal_key("ada"), key.as_str())
+            .await
+            .unwrap();
+    }
+
+    assert!(store.list_by_principal("ada").await.unwrap().is_empty());
+    assert_eq!(store.delete_by_principal("ada").await.unwrap(), 0);
+    for (what, key) in &keys {
+        assert_eq!(store.load(key).await.unwrap(), None, "load of {what}");
+        let mut next = old_record.clone();
+        next.version = 1;
+        assert_eq!(
+            store.save(key, &next, 0).await.unwrap(),
+            SaveOutcome::Gone,
+            "save over {what}"
+        );
+        assert!(
+            !store
+                .touch(key, now() + Duration::from_secs(60))
+                .await
+                .unwrap(),
+            "touch of {what}"
+        );
+    }
+    for (what, key) in &keys {
+        let exists: bool = conn.exists(store.record_key(key)).await.unwrap();
+        // `delete_by_principal` and the failed writes left them alone.
+        assert!(exists, "{what} was removed");
+        let mut record = Record::new(now(), &Expiry::default());
+        record.data.insert("what".into(), json!(what));
+        assert!(
+            store.create(key, &record).await.unwrap(),
+            "{what} blocks create"
+        );
+        assert_eq!(store.load(key).await.unwrap(), Some(record), "{what}");
+        let pttl: i64 = conn.pttl(store.record_key(key)).await.unwrap();
+        assert!(pttl > 0, "{what} replaced without a TTL");
+    }
+}
+
+/// A save that keeps the principal (and does not extend the absolute
+/// deadline) writes at once, without the index script: its key was indexed
+/// by the write that gave the record that principal. A save that gives the
+/// record a new principal, or a later absolute deadline, indexes first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn save_indexes_only_when_the_principal_needs_it() {
+    let store = standalone_store().await;
+    let mut conn = raw_connection().await;
+    let key = Id::random().unwrap().store_key();
+    let member = key.as_str().to_owned();
+    let (ada, bob) = (store.principal_key("ada"), store.principal_key("bob"));
+    let expiry = Expiry::new(Duration::from_secs(600), Duration::from_secs(3600));
+    let mut record = Record::new(now(), &expiry);
+    record.principal = Some("ada".into());
+    assert!(store.create(&key, &record).await.unwrap());
+    let members: Vec<String> = conn.smembers(&ada).await.unwrap();
+    assert_eq!(members, vec![member.clone()], "create indexes first");
+
+    // Take the key out of the index behind the store's back: an index call
+    // would put it back, so its absence shows there was none.
+    let _: () = conn.sadd(&ada, "keep-the-set").await.unwrap();
+    let _: () = conn.srem(&ada, &member).await.unwrap();
+    let ada_pttl: i64 = conn.pttl(&ada).await.unwrap();
+    for version in 1..=3 {
+        record.version = version;
+        record.data.insert("n".into(), json!(version));
+        record.mark_used(now());
+        assert_eq!(
+            store.save(&key, &record, version - 1).await.unwrap(),
+            SaveOutcome::Saved
+        );
+    }
+    let is_member: bool = conn.sismember(&ada, &member).await.unwrap();
+    assert!(
+        !is_member,
+        "a save keeping the principal ran the index script"
+    );
+    let pttl: i64 = conn.pttl(&ada).await.unwrap();
+    assert!(pttl <= ada_pttl, "the set's TTL was raised");
+    assert_eq!(store.load(&key).await.unwrap(), Some(record.clone()));
+
+    // A later absolute deadline (remember me): indexed again, TTL raised.
+    record.set_expiry(
+        now(),
+        &Expiry::new(Duration::from_secs(600), Duration::from_secs(7200)),
+    );
+    record.version = 4;
     assert_eq!(
-        store.save(&string, &next, 0).await.unwrap(),
+        store.save(&key, &record, 3).await.unwrap(),
+        SaveOutcome::Saved
+    );
+    let is_member: bool = conn.sismember(&ada, &member).await.unwrap();
+    assert!(is_member, "a later absolute deadline was not indexed");
+    let raised: i64 = conn.pttl(&ada).await.unwrap();
+    assert!(
+        (7_190_000..=7_200_000).contains(&raised),
+        "set PTTL {raised}"
+    );
+
+    // A new principal: in bob's set before the record is bob's.
+    record.principal = Some("bob".into());
+    record.version = 5;
+    assert_eq!(
+        store.save(&key, &record, 4).await.unwrap(),
+        SaveOutcome::Saved
+    );
+    let members: Vec<String> = conn.smembers(&bob).await.unwrap();
+    assert_eq!(
+        members,
+        vec![member.clone()],
+        "the new principal was not indexed"
+    );
+    let listed = store.list_by_principal("bob").await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].key, key);
+
+    // Indexing first never turns a conflict or a gone record into a write.
+    record.principal = Some("cy".into());
+    record.version = 6;
+    assert_eq!(
+        store.save(&key, &record, 4).await.unwrap(),
+        SaveOutcome::Conflict
+    );
+    store.delete(&key).await.unwrap();
+    assert_eq!(
+        store.save(&key, &record, 5).await.unwrap(),
         SaveOutcome::Gone
     );
-    assert!(
-        !store
-            .touch(&string, now() + Duration::from_secs(60))
-            .await
-            .unwrap()
+    let cy_exists: bool = conn.exists(store.principal_key("cy")).await.unwrap();
+    assert!(!cy_exists, "a save that cannot write indexed the key");
+
+    // Dropping the principal needs no index.
+    let plain = Id::random().unwrap().store_key();
+    let mut record = Record::new(now(), &expiry);
+    record.principal = Some("dee".into());
+    assert!(store.create(&plain, &record).await.unwrap());
+    let _: () = conn.del(store.principal_key("dee")).await.unwrap();
+    record.principal = None;
+    record.version = 1;
+    assert_eq!(
+        store.save(&plain, &record, 0).await.unwrap(),
+        SaveOutcome::Saved
     );
-    assert!(
-        store.create(&string, &record).await.unwrap(),
-        "a foreign value does not block create"
-    );
-    assert_eq!(store.load(&string).await.unwrap(), Some(record));
+    let dee_exists: bool = conn.exists(store.principal_key("dee")).await.unwrap();
+    assert!(!dee_exists);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
