@@ -281,7 +281,7 @@ async fn redis(o: &Options, url: &str, s: &mut String) -> Result<(), BoxError> {
     let usage = memory_usage(&mut conn, &our_keys).await?;
     let _ = writeln!(
         s,
-        "| ours (hash: version, data, meta) | `{prefix}s:<43-char key>` | {usage:.0} B | {:.0} B |",
+        "| ours (string: format-2 header + JSON) | `{prefix}s:<43-char key>` | {usage:.0} B | {:.0} B |",
         after.saturating_sub(before) as f64 / n as f64
     );
     let _: () = redis::cmd("DEL")
