@@ -3,7 +3,9 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod error;
+mod handoff;
 mod health;
+mod pg_types;
 mod sql;
 mod store;
 mod sweeper;

@@ -8,7 +8,8 @@ use crate::error::{Error, IdentifierKind, IdentifierProblem};
 /// The longest schema or table name accepted, in bytes.
 ///
 /// Postgres allows 63; the index names derived from the table name
-/// (`<table>_expires_at_idx`, `<table>_principal_idx`) need the rest.
+/// (`<table>_expires_at_idx`, `<table>_sweep_at_idx`, `<table>_principal_idx`)
+/// need the rest.
 pub const MAX_IDENTIFIER_LEN: usize = 48;
 
 /// Checks a schema or table name against the rules in
@@ -47,28 +48,30 @@ pub(crate) fn validate(kind: IdentifierKind, name: &str) -> Result<(), Error> {
 /// matches session-core's encoding format tag, field for field.
 pub(crate) const FORMAT: i16 = 1;
 
-/// An app-clock instant travels as Unix milliseconds (`int8`) and is kept as
-/// `timestamptz`. `to_timestamp` is exact to well under a millisecond up to
-/// year 9999, and reading back rounds, so a record round-trips exactly.
-fn ts(param: &str) -> String {
-    format!("to_timestamp({param}::float8 / 1000)")
-}
+/// The columns of a record, in the order `decode_row` reads them. Plain
+/// columns: the `timestamptz` values travel in Postgres' binary form and are
+/// converted by the store (see `PgTimestamp`), and `data` (`json`) travels as
+/// its text, so reading a record costs the server no conversion at all.
+const RECORD_COLUMNS: &str = "format, version, data, principal, created_at, last_access, \
+                              idle_deadline, absolute_deadline, idle_timeout_ms, persistent";
 
-/// The inverse of [`ts`]: a `timestamptz` column as Unix milliseconds.
-fn ms(column: &str) -> String {
-    format!("round(extract(epoch FROM {column}) * 1000)::int8")
-}
-
-/// The columns of a record, in the order `decode_row` reads them.
-fn record_columns() -> String {
+/// The new `sweep_at` of a row whose `expires_at` becomes `expires`: the old
+/// value while it is within `slack` of `expires`, else `expires` itself.
+///
+/// `sweep_at` is what the sweeper's index is on: the sweeper looks at rows
+/// whose `sweep_at` has passed and deletes those whose `expires_at` has. An
+/// index on `expires_at`, which every write moves, made every write update
+/// the table and all its indexes. `sweep_at` changes only about once per
+/// `slack` of a session's activity (or when its lifetime changes by more),
+/// so most writes leave every indexed column as it was and Postgres makes
+/// them HOT updates: no index entry written, the old row version pruned in
+/// place. The window is on both sides so that the jitter of a few
+/// milliseconds between the lifetimes successive writes compute (and
+/// between app servers' clocks) does not move it either.
+fn sweep_at(expires: &str, slack: &str) -> String {
     format!(
-        "format, version, data::text AS data, principal, \
-         {} AS created_at, {} AS last_access, {} AS idle_deadline, \
-         {} AS absolute_deadline, idle_timeout_ms, persistent",
-        ms("created_at"),
-        ms("last_access"),
-        ms("idle_deadline"),
-        ms("absolute_deadline"),
+        "CASE WHEN sweep_at BETWEEN {expires} - {slack} AND {expires} + {slack} \
+            THEN sweep_at ELSE {expires} END"
     )
 }
 
@@ -84,6 +87,8 @@ pub(crate) struct Statements {
     pub(crate) create: Arc<str>,
     pub(crate) load: Arc<str>,
     pub(crate) save: Arc<str>,
+    /// The live version of a row: only run after a save updated nothing.
+    pub(crate) live_version: Arc<str>,
     pub(crate) touch: Arc<str>,
     pub(crate) delete: Arc<str>,
     pub(crate) list_by_principal: Arc<str>,
@@ -107,75 +112,58 @@ impl Statements {
     /// The statements for names known to be valid.
     pub(crate) fn unchecked(schema: &str, table: &str) -> Self {
         let t = format!("\"{schema}\".\"{table}\"");
-        let columns = record_columns();
+        let columns = RECORD_COLUMNS;
         // Liveness is decided by the database clock alone: `expires_at` is
         // `now()` plus a duration the app computed, and every check compares
         // it with `now()`. App-clock instants are stored, never compared.
         let create = format!(
             "INSERT INTO {t} AS s (key, format, version, data, principal, created_at, \
                 last_access, idle_deadline, absolute_deadline, idle_timeout_ms, persistent, \
-                expires_at) \
-             VALUES ($1, {FORMAT}, $2, $3::json, $4, {c}, {a}, {i}, {x}, $9, $10, \
-                now() + $11::int8 * interval '1 millisecond') \
+                expires_at, sweep_at) \
+             VALUES ($1, {FORMAT}, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+                now() + $11::interval, now() + $11::interval) \
              ON CONFLICT (key) DO UPDATE SET format = excluded.format, \
                 version = excluded.version, data = excluded.data, \
                 principal = excluded.principal, created_at = excluded.created_at, \
                 last_access = excluded.last_access, idle_deadline = excluded.idle_deadline, \
                 absolute_deadline = excluded.absolute_deadline, \
                 idle_timeout_ms = excluded.idle_timeout_ms, persistent = excluded.persistent, \
-                expires_at = excluded.expires_at \
-             WHERE s.expires_at <= now()",
-            c = ts("$5"),
-            a = ts("$6"),
-            i = ts("$7"),
-            x = ts("$8"),
+                expires_at = excluded.expires_at, sweep_at = excluded.sweep_at \
+             WHERE s.expires_at <= now()"
         );
-        let load = format!("SELECT {columns} FROM {t} WHERE key = $1 AND expires_at > now()");
-        // One statement, one round trip. The UPDATE skips a row whose version
-        // already differs in its snapshot without waiting for its lock, so
-        // under many parallel saves only those that can still win queue on
-        // the row. When nothing was saved, `seen` (the snapshot) tells Gone
-        // from Conflict, except when it still shows the expected version:
-        // then a concurrent writer committed after the snapshot, and a
-        // locking read (evaluated only in that case) sees what it left.
         let live = "key = $1 AND expires_at > now()";
+        let load = format!("SELECT {columns} FROM {t} WHERE {live}");
+        // The common case, Saved, is this one plain UPDATE. It skips a row
+        // whose version already differs in its snapshot without waiting for
+        // the row lock, so under many parallel saves only those that can
+        // still win queue on the row; one that waited re-checks its WHERE on
+        // the row the other writer left (READ COMMITTED), so it never
+        // overwrites a newer version nor revives a deleted row. Only when it
+        // updated nothing does the store run `live_version`, a new statement
+        // with a new snapshot that sees what that writer committed: a live
+        // row is a Conflict, none is Gone.
         let save = format!(
-            "WITH saved AS ( \
-                UPDATE {t} SET format = {FORMAT}, version = $3, data = $4::json, \
-                    principal = $5, created_at = {c}, last_access = {a}, idle_deadline = {i}, \
-                    absolute_deadline = {x}, idle_timeout_ms = $10, persistent = $11, \
-                    expires_at = now() + $12::int8 * interval '1 millisecond' \
-                WHERE {live} AND version = $2 \
-                RETURNING 1 \
-             ), seen AS ( \
-                SELECT version FROM {t} WHERE {live} \
-             ) \
-             SELECT EXISTS (SELECT 1 FROM saved) AS saved, \
-                CASE WHEN EXISTS (SELECT 1 FROM saved) THEN $2 \
-                    WHEN (SELECT version FROM seen) IS DISTINCT FROM $2 \
-                    THEN (SELECT version FROM seen) \
-                    ELSE (SELECT version FROM {t} WHERE {live} FOR SHARE) \
-                END AS current_version",
-            c = ts("$6"),
-            a = ts("$7"),
-            i = ts("$8"),
-            x = ts("$9"),
+            "UPDATE {t} SET format = {FORMAT}, version = $3, data = $4, principal = $5, \
+                created_at = $6, last_access = $7, idle_deadline = $8, \
+                absolute_deadline = $9, idle_timeout_ms = $10, persistent = $11, \
+                expires_at = now() + $12::interval, sweep_at = {sweep} \
+             WHERE {live} AND version = $2",
+            sweep = sweep_at("(now() + $12::interval)", "$13::interval"),
         );
+        let live_version = format!("SELECT version FROM {t} WHERE {live}");
         // The idle deadline only ever moves later (a parallel save may have
         // set a longer idle timeout than the toucher saw) and never past the
         // absolute one. The new lifetime is a duration on the app clock (that
-        // deadline minus the app's now), added to the database's now().
-        let capped = format!(
-            "LEAST(GREATEST($3::int8, {}), {})",
-            ms("idle_deadline"),
-            ms("absolute_deadline")
-        );
+        // deadline minus the app's now, $2), added to the database's now():
+        // written as the deadline plus the clock offset `now() - $2`, an
+        // interval of a few milliseconds that no time zone rule can touch.
+        let capped = "LEAST(GREATEST($3::timestamptz, idle_deadline), absolute_deadline)";
+        let expires = format!("({capped} + (now() - $2::timestamptz))");
         let touch = format!(
-            "UPDATE {t} SET last_access = {a}, idle_deadline = {i}, \
-                expires_at = now() + ({capped} - $2::int8) * interval '1 millisecond' \
-             WHERE key = $1 AND expires_at > now()",
-            a = ts("$2"),
-            i = ts(&capped),
+            "UPDATE {t} SET last_access = $2, idle_deadline = {capped}, \
+                expires_at = {expires}, sweep_at = {sweep} \
+             WHERE {live}",
+            sweep = sweep_at(&expires, "$4::interval"),
         );
         let delete = format!("DELETE FROM {t} WHERE key = $1");
         let list_by_principal = format!(
@@ -187,12 +175,22 @@ impl Statements {
             "WITH gone AS (DELETE FROM {t} WHERE principal = $1 RETURNING expires_at > now() AS live) \
              SELECT count(*) FILTER (WHERE live) FROM gone"
         );
-        // SKIP LOCKED: the sweeper never waits behind a request's write. The
-        // outer re-check keeps a row that a create revived in the meantime.
+        // A row's `sweep_at` is at most its slack (see `sweep_at`) after its
+        // `expires_at`, so the index on `sweep_at` finds every expired row
+        // that long after it expired at the latest, usually at once;
+        // `expires_at` decides. SKIP LOCKED: the sweeper never waits behind
+        // a request's write. The rows are deleted by the `ctid` the locking
+        // read returned (a TID scan of the batch): joining on `key` let the
+        // planner pick a hash join over a scan of the whole table for every
+        // batch, which made a sweep quadratic in the table size. A row
+        // changed after the statement's snapshot is not deleted (its new
+        // version is not visible to the TID scan), and the outer re-check
+        // keeps a row that a create revived in the meantime.
         let delete_expired_batch = format!(
-            "DELETE FROM {t} WHERE key IN ( \
-                SELECT key FROM {t} WHERE expires_at <= now() LIMIT $1 FOR UPDATE SKIP LOCKED \
-             ) AND expires_at <= now()"
+            "DELETE FROM {t} WHERE ctid = ANY (ARRAY ( \
+                SELECT ctid FROM {t} WHERE sweep_at <= now() AND expires_at <= now() \
+                LIMIT $1 FOR UPDATE SKIP LOCKED \
+             )) AND expires_at <= now()"
         );
         Self {
             schema: schema.to_owned(),
@@ -201,6 +199,7 @@ impl Statements {
             create: create.into(),
             load: load.into(),
             save: save.into(),
+            live_version: live_version.into(),
             touch: touch.into(),
             delete: delete.into(),
             list_by_principal: list_by_principal.into(),
@@ -224,32 +223,52 @@ pub(crate) struct Migration {
 
 /// Every migration, oldest first. Applied ones are never edited: a change is
 /// a new migration.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "create the session table",
-    sql: |s| {
-        let (t, table) = (&s.qualified, &s.table);
-        format!(
-            "CREATE TABLE {t} ( \
-                key text COLLATE \"C\" PRIMARY KEY, \
-                format smallint NOT NULL, \
-                version bigint NOT NULL, \
-                data json NOT NULL, \
-                principal text, \
-                created_at timestamptz NOT NULL, \
-                last_access timestamptz NOT NULL, \
-                idle_deadline timestamptz NOT NULL, \
-                absolute_deadline timestamptz NOT NULL, \
-                idle_timeout_ms bigint NOT NULL, \
-                persistent boolean NOT NULL, \
-                expires_at timestamptz NOT NULL \
-             ); \
-             CREATE INDEX \"{table}_expires_at_idx\" ON {t} (expires_at); \
-             CREATE INDEX \"{table}_principal_idx\" ON {t} (principal) \
-                WHERE principal IS NOT NULL;"
-        )
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "create the session table",
+        sql: |s| {
+            let (t, table) = (&s.qualified, &s.table);
+            format!(
+                "CREATE TABLE {t} ( \
+                    key text COLLATE \"C\" PRIMARY KEY, \
+                    format smallint NOT NULL, \
+                    version bigint NOT NULL, \
+                    data json NOT NULL, \
+                    principal text, \
+                    created_at timestamptz NOT NULL, \
+                    last_access timestamptz NOT NULL, \
+                    idle_deadline timestamptz NOT NULL, \
+                    absolute_deadline timestamptz NOT NULL, \
+                    idle_timeout_ms bigint NOT NULL, \
+                    persistent boolean NOT NULL, \
+                    expires_at timestamptz NOT NULL \
+                 ); \
+                 CREATE INDEX \"{table}_expires_at_idx\" ON {t} (expires_at); \
+                 CREATE INDEX \"{table}_principal_idx\" ON {t} (principal) \
+                    WHERE principal IS NOT NULL;"
+            )
+        },
     },
-}];
+    Migration {
+        version: 2,
+        description: "index sweep_at, not expires_at, so that most writes are HOT updates",
+        // Rows written without `sweep_at` (by an older version of this
+        // crate during a rolling upgrade, or by hand) get `-infinity`: the
+        // sweeper then checks them at every sweep, which is correct for any
+        // `expires_at`. Live rows get their exact bound here; expired ones
+        // keep `-infinity` and go at the next sweep.
+        sql: |s| {
+            let (t, schema, table) = (&s.qualified, &s.schema, &s.table);
+            format!(
+                "ALTER TABLE {t} ADD COLUMN sweep_at timestamptz NOT NULL DEFAULT '-infinity'; \
+                 UPDATE {t} SET sweep_at = expires_at WHERE expires_at > now(); \
+                 CREATE INDEX \"{table}_sweep_at_idx\" ON {t} (sweep_at); \
+                 DROP INDEX IF EXISTS \"{schema}\".\"{table}_expires_at_idx\";"
+            )
+        },
+    },
+];
 
 #[cfg(test)]
 mod tests {

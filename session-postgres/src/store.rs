@@ -3,16 +3,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use session_core::record::{from_unix_ms, now, to_unix_ms};
+use session_core::record::now;
 use session_core::time::OffsetDateTime;
 use session_core::{
     Data, Record, SaveOutcome, SessionInfo, SessionStore, StoreError, StoreKey, async_trait,
 };
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::types::PgInterval;
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow, Postgres};
 use sqlx::{AssertSqlSafe, Row as _};
 
 use crate::error::Error;
+use crate::handoff::{Handoff, Held};
 use crate::health;
+use crate::pg_types::{Json, PgTimestamp};
 use crate::sql::{FORMAT, MIGRATIONS, Statements};
 
 /// The schema a store uses unless told otherwise.
@@ -44,6 +48,7 @@ pub const DEFAULT_SWEEP_BATCH: u32 = 1_000;
 pub struct PostgresStore {
     pool: PgPool,
     sql: Arc<Statements>,
+    handoff: Arc<Handoff>,
 }
 
 /// Builds a [`PostgresStore`] with a chosen schema and table.
@@ -114,6 +119,7 @@ impl PostgresStoreBuilder {
         Ok(PostgresStore {
             pool: self.pool,
             sql: Arc::new(Statements::new(&self.schema, &self.table)?),
+            handoff: Arc::default(),
         })
     }
 }
@@ -137,6 +143,7 @@ impl PostgresStore {
         Self {
             pool,
             sql: Arc::new(default_statements()),
+            handoff: Arc::default(),
         }
     }
 
@@ -316,10 +323,12 @@ impl PostgresStore {
     /// [`StoreError::Backend`] when the statement fails.
     pub async fn delete_expired_batch(&self, limit: u32) -> Result<u64, StoreError> {
         let result = self
-            .run(|| {
-                sqlx::query(AssertSqlSafe(self.sql.delete_expired_batch.clone()))
+            .run(|mut conn| async move {
+                let result = sqlx::query(AssertSqlSafe(self.sql.delete_expired_batch.clone()))
                     .bind(i64::from(limit))
-                    .execute(&self.pool)
+                    .execute(&mut *conn)
+                    .await;
+                (conn, result)
             })
             .await?;
         Ok(result.rows_affected())
@@ -333,13 +342,13 @@ impl PostgresStore {
     /// a restart every idle pooled connection would fail one request.
     async fn run<T, F, Fut>(&self, statement: F) -> Result<T, StoreError>
     where
-        F: Fn() -> Fut,
-        Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+        F: Fn(PoolConnection<Postgres>) -> Fut,
+        Fut: Future<Output = (PoolConnection<Postgres>, Result<T, sqlx::Error>)>,
     {
-        let result = match statement().await {
+        let result = match self.attempt(&statement).await {
             Err(error) if health::closed_by_server(&error) => {
                 health::note_connection_failure();
-                statement().await
+                self.attempt(&statement).await
             }
             other => other,
         };
@@ -349,6 +358,23 @@ impl PostgresStore {
             }
             self.backend(error)
         })
+    }
+
+    /// Runs `statement` once on a connection (see `handoff`): afterwards the
+    /// connection goes to a store call waiting for one if the statement
+    /// completed, else back to the pool.
+    async fn attempt<T, F, Fut>(&self, statement: &F) -> Result<T, sqlx::Error>
+    where
+        F: Fn(PoolConnection<Postgres>) -> Fut,
+        Fut: Future<Output = (PoolConnection<Postgres>, Result<T, sqlx::Error>)>,
+    {
+        let held = self.handoff.take(&self.pool).await?;
+        let (conn, since) = held.into_parts();
+        let (conn, result) = statement(conn).await;
+        if result.is_ok() {
+            self.handoff.give(Held::from_parts(conn, since), &self.pool);
+        }
+        result
     }
 
     /// A sqlx error as a store error; a missing table or schema (SQLSTATE
@@ -379,26 +405,58 @@ fn default_statements() -> Statements {
 struct Params {
     version: i64,
     data: String,
-    created_at: i64,
-    last_access: i64,
-    idle_deadline: i64,
-    absolute_deadline: i64,
+    created_at: PgTimestamp,
+    last_access: PgTimestamp,
+    idle_deadline: PgTimestamp,
+    absolute_deadline: PgTimestamp,
     idle_timeout_ms: i64,
-    ttl_ms: i64,
+    /// The record's remaining lifetime: `expires_at` becomes `now()` plus this.
+    ttl: PgInterval,
+    /// How far `sweep_at` may be from `expires_at` (see [`sweep_slack`]).
+    slack: PgInterval,
 }
 
 impl Params {
     fn of(record: &Record) -> Result<Self, StoreError> {
+        let ttl = record.ttl(now());
         Ok(Self {
             version: version_param(record.version)?,
             data: serde_json::to_string(&record.data).map_err(StoreError::Encode)?,
-            created_at: to_unix_ms(record.created_at),
-            last_access: to_unix_ms(record.last_access),
-            idle_deadline: to_unix_ms(record.idle_deadline),
-            absolute_deadline: to_unix_ms(record.absolute_deadline),
+            created_at: PgTimestamp::of(record.created_at),
+            last_access: PgTimestamp::of(record.last_access),
+            idle_deadline: PgTimestamp::of(record.idle_deadline),
+            absolute_deadline: PgTimestamp::of(record.absolute_deadline),
             idle_timeout_ms: saturating_ms(record.idle_timeout),
-            ttl_ms: saturating_ms(record.ttl(now())),
+            ttl: interval(ttl),
+            slack: interval(sweep_slack(ttl)),
         })
+    }
+}
+
+/// The farthest a row's `sweep_at` is from its `expires_at`.
+const MAX_SWEEP_SLACK: Duration = Duration::from_secs(5 * 60);
+
+/// How far from `expires_at` a row's `sweep_at` may be before a write moves
+/// it: an eighth of the lifetime, at most [`MAX_SWEEP_SLACK`].
+///
+/// A write that changes `sweep_at`, the indexed column, is a non-HOT update;
+/// the larger the slack, the rarer those. In exchange the sweeper may delete
+/// a row up to the slack after it expired (expired rows are invisible
+/// anyway), and its index scan meets the live rows whose `sweep_at` has
+/// passed: those expiring within their slack, at most an eighth of the live
+/// rows, and for long lifetimes (the default 24 h idle timeout) a few in a
+/// thousand.
+fn sweep_slack(ttl: Duration) -> Duration {
+    (ttl / 8).min(MAX_SWEEP_SLACK)
+}
+
+/// A duration as a Postgres `interval` of microseconds only (no days or
+/// months, which would be counted in the session's time zone).
+fn interval(d: Duration) -> PgInterval {
+    PgInterval {
+        months: 0,
+        days: 0,
+        microseconds: i64::try_from(d.as_micros()).unwrap_or(i64::MAX),
     }
 }
 
@@ -426,6 +484,8 @@ enum RowDecodeError {
     Negative(&'static str),
     #[error("data is not a JSON object")]
     Data(#[source] serde_json::Error),
+    #[error("{0} is out of range")]
+    Instant(&'static str),
 }
 
 /// The record in `row`, `Ok(None)` (logged) when the row holds values no
@@ -433,24 +493,32 @@ enum RowDecodeError {
 fn decode_row(key: &StoreKey, row: &PgRow) -> Result<Option<Record>, sqlx::Error> {
     let format: i16 = row.try_get("format")?;
     let version: i64 = row.try_get("version")?;
-    let data: String = row.try_get("data")?;
+    let Json(data) = row.try_get("data")?;
     let idle_timeout_ms: i64 = row.try_get("idle_timeout_ms")?;
+    let instants: [(&'static str, PgTimestamp); 4] = [
+        ("created_at", row.try_get("created_at")?),
+        ("last_access", row.try_get("last_access")?),
+        ("idle_deadline", row.try_get("idle_deadline")?),
+        ("absolute_deadline", row.try_get("absolute_deadline")?),
+    ];
     let mut record = Record::default();
     record.principal = row.try_get("principal")?;
-    record.created_at = from_unix_ms(row.try_get("created_at")?);
-    record.last_access = from_unix_ms(row.try_get("last_access")?);
-    record.idle_deadline = from_unix_ms(row.try_get("idle_deadline")?);
-    record.absolute_deadline = from_unix_ms(row.try_get("absolute_deadline")?);
     record.persistent = row.try_get("persistent")?;
     let checked = (|| {
         if format != FORMAT {
             return Err(RowDecodeError::UnknownFormat(format));
         }
+        let [created_at, last_access, idle_deadline, absolute_deadline] =
+            instants.map(|(name, value)| value.instant().ok_or(RowDecodeError::Instant(name)));
+        record.created_at = created_at?;
+        record.last_access = last_access?;
+        record.idle_deadline = idle_deadline?;
+        record.absolute_deadline = absolute_deadline?;
         record.version = u64::try_from(version).map_err(|_| RowDecodeError::Negative("version"))?;
         let timeout =
             u64::try_from(idle_timeout_ms).map_err(|_| RowDecodeError::Negative("idle timeout"))?;
         record.idle_timeout = Duration::from_millis(timeout);
-        record.data = serde_json::from_str::<Data>(&data).map_err(RowDecodeError::Data)?;
+        record.data = serde_json::from_str::<Data>(data).map_err(RowDecodeError::Data)?;
         Ok(())
     })();
     Ok(match checked {
@@ -465,13 +533,13 @@ fn decode_row(key: &StoreKey, row: &PgRow) -> Result<Option<Record>, sqlx::Error
 #[async_trait]
 impl SessionStore for PostgresStore {
     async fn create(&self, key: &StoreKey, record: &Record) -> Result<bool, StoreError> {
-        let p = Params::of(record)?;
+        let p = &Params::of(record)?;
         let result = self
-            .run(|| {
-                sqlx::query(AssertSqlSafe(self.sql.create.clone()))
+            .run(|mut conn| async move {
+                let result = sqlx::query(AssertSqlSafe(self.sql.create.clone()))
                     .bind(key.as_str())
                     .bind(p.version)
-                    .bind(p.data.clone())
+                    .bind(Json(&p.data))
                     .bind(record.principal.as_deref())
                     .bind(p.created_at)
                     .bind(p.last_access)
@@ -479,8 +547,10 @@ impl SessionStore for PostgresStore {
                     .bind(p.absolute_deadline)
                     .bind(p.idle_timeout_ms)
                     .bind(record.persistent)
-                    .bind(p.ttl_ms)
-                    .execute(&self.pool)
+                    .bind(p.ttl)
+                    .execute(&mut *conn)
+                    .await;
+                (conn, result)
             })
             .await?;
         Ok(result.rows_affected() == 1)
@@ -488,10 +558,12 @@ impl SessionStore for PostgresStore {
 
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
         let row = self
-            .run(|| {
-                sqlx::query(AssertSqlSafe(self.sql.load.clone()))
+            .run(|mut conn| async move {
+                let result = sqlx::query(AssertSqlSafe(self.sql.load.clone()))
                     .bind(key.as_str())
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *conn)
+                    .await;
+                (conn, result)
             })
             .await?;
         match row {
@@ -506,15 +578,15 @@ impl SessionStore for PostgresStore {
         record: &Record,
         expected_version: u64,
     ) -> Result<SaveOutcome, StoreError> {
-        let p = Params::of(record)?;
+        let p = &Params::of(record)?;
         let expected = version_param(expected_version)?;
-        let row = self
-            .run(|| {
-                sqlx::query(AssertSqlSafe(self.sql.save.clone()))
+        let saved = self
+            .run(|mut conn| async move {
+                let result = sqlx::query(AssertSqlSafe(self.sql.save.clone()))
                     .bind(key.as_str())
                     .bind(expected)
                     .bind(p.version)
-                    .bind(p.data.clone())
+                    .bind(Json(&p.data))
                     .bind(record.principal.as_deref())
                     .bind(p.created_at)
                     .bind(p.last_access)
@@ -522,18 +594,31 @@ impl SessionStore for PostgresStore {
                     .bind(p.absolute_deadline)
                     .bind(p.idle_timeout_ms)
                     .bind(record.persistent)
-                    .bind(p.ttl_ms)
-                    .fetch_one(&self.pool)
+                    .bind(p.ttl)
+                    .bind(p.slack)
+                    .execute(&mut *conn)
+                    .await;
+                (conn, result)
             })
             .await?;
-        let current: Option<i64> = row
-            .try_get("current_version")
-            .map_err(|e| self.backend(e))?;
-        let saved: bool = row.try_get("saved").map_err(|e| self.backend(e))?;
-        Ok(match (saved, current) {
-            (true, _) => SaveOutcome::Saved,
-            (false, None) => SaveOutcome::Gone,
-            (false, Some(_)) => SaveOutcome::Conflict,
+        if saved.rows_affected() == 1 {
+            return Ok(SaveOutcome::Saved);
+        }
+        // Nothing saved: the version differed, or no live row was left, when
+        // the UPDATE looked (after waiting for any writer holding the row).
+        // A new statement sees what that writer committed.
+        let live: Option<i64> = self
+            .run(|mut conn| async move {
+                let result = sqlx::query_scalar(AssertSqlSafe(self.sql.live_version.clone()))
+                    .bind(key.as_str())
+                    .fetch_optional(&mut *conn)
+                    .await;
+                (conn, result)
+            })
+            .await?;
+        Ok(match live {
+            Some(_) => SaveOutcome::Conflict,
+            None => SaveOutcome::Gone,
         })
     }
 
@@ -542,23 +627,32 @@ impl SessionStore for PostgresStore {
         key: &StoreKey,
         idle_deadline: OffsetDateTime,
     ) -> Result<bool, StoreError> {
+        let app_now = now();
+        let now = PgTimestamp::of(app_now);
+        let ttl = Duration::try_from(idle_deadline - app_now).unwrap_or(Duration::ZERO);
+        let slack = interval(sweep_slack(ttl));
         let result = self
-            .run(|| {
-                sqlx::query(AssertSqlSafe(self.sql.touch.clone()))
+            .run(|mut conn| async move {
+                let result = sqlx::query(AssertSqlSafe(self.sql.touch.clone()))
                     .bind(key.as_str())
-                    .bind(to_unix_ms(now()))
-                    .bind(to_unix_ms(idle_deadline))
-                    .execute(&self.pool)
+                    .bind(now)
+                    .bind(PgTimestamp::of(idle_deadline))
+                    .bind(slack)
+                    .execute(&mut *conn)
+                    .await;
+                (conn, result)
             })
             .await?;
         Ok(result.rows_affected() == 1)
     }
 
     async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
-        self.run(|| {
-            sqlx::query(AssertSqlSafe(self.sql.delete.clone()))
+        self.run(|mut conn| async move {
+            let result = sqlx::query(AssertSqlSafe(self.sql.delete.clone()))
                 .bind(key.as_str())
-                .execute(&self.pool)
+                .execute(&mut *conn)
+                .await;
+            (conn, result)
         })
         .await?;
         Ok(())
@@ -566,10 +660,12 @@ impl SessionStore for PostgresStore {
 
     async fn list_by_principal(&self, principal: &str) -> Result<Vec<SessionInfo>, StoreError> {
         let rows = self
-            .run(|| {
-                sqlx::query(AssertSqlSafe(self.sql.list_by_principal.clone()))
+            .run(|mut conn| async move {
+                let result = sqlx::query(AssertSqlSafe(self.sql.list_by_principal.clone()))
                     .bind(principal)
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut *conn)
+                    .await;
+                (conn, result)
             })
             .await?;
         let mut sessions = Vec::with_capacity(rows.len());
@@ -591,10 +687,13 @@ impl SessionStore for PostgresStore {
 
     async fn delete_by_principal(&self, principal: &str) -> Result<u64, StoreError> {
         let live: i64 = self
-            .run(|| {
-                sqlx::query_scalar(AssertSqlSafe(self.sql.delete_by_principal.clone()))
-                    .bind(principal)
-                    .fetch_one(&self.pool)
+            .run(|mut conn| async move {
+                let result =
+                    sqlx::query_scalar(AssertSqlSafe(self.sql.delete_by_principal.clone()))
+                        .bind(principal)
+                        .fetch_one(&mut *conn)
+                        .await;
+                (conn, result)
             })
             .await?;
         Ok(u64::try_from(live).unwrap_or(0))

@@ -180,14 +180,19 @@ async fn undecodable_rows_are_absent_not_errors() {
     let store = fresh_store().await;
     let principal = format!("p-{}", new_key().short());
     let mut keys = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..5 {
         let key = new_key();
         let mut record = new_record();
         record.principal = Some(principal.clone());
         assert!(store.create(&key, &record).await.expect("create"));
         keys.push(key);
     }
-    let corruptions = ["format = 99", "data = '[1, 2]'", "version = -1"];
+    let corruptions = [
+        "format = 99",
+        "data = '[1, 2]'",
+        "version = -1",
+        "absolute_deadline = 'infinity'",
+    ];
     for (key, set) in keys.iter().zip(corruptions) {
         exec(
             &store,
@@ -198,7 +203,7 @@ async fn undecodable_rows_are_absent_not_errors() {
     }
     let listed = store.list_by_principal(&principal).await.expect("list");
     assert_eq!(listed.len(), 1, "only the intact session is listed");
-    assert_eq!(listed[0].key, keys[3]);
+    assert_eq!(listed[0].key, keys[4]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -239,7 +244,9 @@ async fn migrate_is_idempotent_and_safe_to_run_concurrently() {
     .expect("migrations");
     let expected = vec![
         ("api_sessions".to_owned(), 1),
+        ("api_sessions".to_owned(), 2),
         ("web_sessions".to_owned(), 1),
+        ("web_sessions".to_owned(), 2),
     ];
     assert_eq!(applied, expected, "each migration recorded once per table");
 
@@ -337,6 +344,146 @@ async fn bad_schema_and_table_names_are_refused_with_a_typed_error() {
             other => panic!("{schema:?}.{table:?}: expected InvalidIdentifier, got {other:?}"),
         }
     }
+}
+
+/// `sweep_at` and `expires_at` of the row of `key`, and `now()`, as Unix seconds.
+async fn sweep_at_and_expiry(
+    store: &PostgresStore,
+    key: &session_core::StoreKey,
+) -> (f64, f64, f64) {
+    sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT extract(epoch FROM sweep_at)::float8, extract(epoch FROM expires_at)::float8, \
+            extract(epoch FROM now())::float8 \
+         FROM \"{}\".\"{}\" WHERE key = $1",
+        store.schema(),
+        store.table()
+    )))
+    .bind(key.as_str())
+    .fetch_one(store.pool())
+    .await
+    .expect("sweep_at")
+}
+
+/// Updates and HOT updates of the store's table so far (statistics arrive
+/// with a delay; this waits until `updates` have been counted).
+async fn hot_updates(store: &PostgresStore, updates: i64) -> (i64, i64) {
+    let query = || async {
+        sqlx::query_as::<_, (i64, i64)>(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables \
+             WHERE schemaname = $1 AND relname = $2",
+        )
+        .bind(store.schema())
+        .bind(store.table())
+        .fetch_one(store.pool())
+        .await
+        .expect("pg_stat_user_tables")
+    };
+    common::eventually(Duration::from_secs(30), || async {
+        query().await.0 >= updates
+    })
+    .await;
+    query().await
+}
+
+/// Saves and touches leave every indexed column as it was (so Postgres
+/// updates the row in place: a HOT update, no index entry written), while
+/// `sweep_at`, which the sweeper's index is on, stays within a few minutes
+/// of `expires_at`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_are_hot_updates_and_keep_sweep_at_close_to_expires_at() {
+    let store = fresh_store().await;
+    let key = new_key();
+    let mut record = new_record();
+    assert!(store.create(&key, &record).await.expect("create"));
+    let (sweep_at, expires_at, _) = sweep_at_and_expiry(&store, &key).await;
+    assert!(
+        (sweep_at - expires_at).abs() < 1e-6,
+        "{sweep_at} {expires_at}"
+    );
+
+    const SAVES: u64 = 20;
+    for version in 0..SAVES {
+        let mut next = record.clone();
+        next.version = version + 1;
+        next.data.insert("n".into(), json!(version + 1));
+        assert_eq!(
+            store.save(&key, &next, version).await.expect("save"),
+            session_core::SaveOutcome::Saved
+        );
+        record = next;
+    }
+    // What the layer's touch asks for: the idle timeout from now.
+    let idle = session_core::time::Duration::try_from(record.idle_timeout).expect("timeout");
+    let deadline = session_core::record::now() + idle;
+    assert!(store.touch(&key, deadline).await.expect("touch"));
+    let (after, expires_at, _) = sweep_at_and_expiry(&store, &key).await;
+    assert_eq!(after, sweep_at, "sweep_at did not move");
+    assert!(
+        (expires_at - sweep_at).abs() <= 300.0,
+        "within 5 minutes of expires_at: {sweep_at} {expires_at}"
+    );
+    let (updates, hot) = hot_updates(&store, SAVES as i64 + 1).await;
+    assert_eq!(
+        (updates, hot),
+        (SAVES as i64 + 1, SAVES as i64 + 1),
+        "every save and touch was a HOT update"
+    );
+
+    // Farther below or above: the next write sets it to `expires_at`.
+    for shift in ["- interval '1 hour'", "+ interval '1 hour'"] {
+        exec(
+            &store,
+            &format!(
+                "UPDATE {{t}} SET sweep_at = expires_at {shift} WHERE key = '{}'",
+                key.as_str()
+            ),
+        )
+        .await;
+        let mut next = record.clone();
+        next.version += 1;
+        assert_eq!(
+            store.save(&key, &next, record.version).await.expect("save"),
+            session_core::SaveOutcome::Saved
+        );
+        record = next;
+        let (sweep_at, expires_at, _) = sweep_at_and_expiry(&store, &key).await;
+        assert!(
+            (sweep_at - expires_at).abs() < 1e-6,
+            "{shift}: {sweep_at} {expires_at}"
+        );
+    }
+    exec(
+        &store,
+        &format!(
+            "UPDATE {{t}} SET sweep_at = expires_at - interval '1 hour' WHERE key = '{}'",
+            key.as_str()
+        ),
+    )
+    .await;
+    assert!(store.touch(&key, deadline).await.expect("touch"));
+    let (sweep_at, expires_at, _) = sweep_at_and_expiry(&store, &key).await;
+    assert!(
+        (sweep_at - expires_at).abs() < 1e-6,
+        "touch: {sweep_at} {expires_at}"
+    );
+
+    // A save that shortens the lifetime lowers sweep_at with it, so the
+    // sweeper finds the row as soon as it expires.
+    let mut short = session_core::conformance::store::record_expiring_in(Duration::from_secs(60));
+    short.version = record.version + 1;
+    assert_eq!(
+        store
+            .save(&key, &short, record.version)
+            .await
+            .expect("save"),
+        session_core::SaveOutcome::Saved
+    );
+    let (sweep_at, expires_at, db_now) = sweep_at_and_expiry(&store, &key).await;
+    assert!(expires_at - db_now <= 60.0, "{expires_at} {db_now}");
+    assert!(
+        (sweep_at - expires_at).abs() < 1e-6,
+        "shorter: {sweep_at} {expires_at}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
