@@ -24,7 +24,7 @@ pub use id::{ENCODED_ID_LEN, Id, RandomnessError, STORE_KEY_LEN, StoreKey};
 pub use layer::{FailurePolicy, SessionLayer, SessionService};
 pub use record::{Data, DecodeError, Expiry, Record};
 pub use session::Session;
-pub use store::{SaveOutcome, SessionInfo, SessionStore};
+pub use store::{DeleteOutcome, SaveOutcome, SessionInfo, SessionStore};
 
 /// Re-exported so backends implement [`SessionStore`] with the same macro version.
 pub use async_trait::async_trait;

@@ -21,6 +21,18 @@ pub enum SaveOutcome {
     Gone,
 }
 
+/// What a compare-and-delete [`SessionStore::delete_if_unchanged`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    /// The record was deleted: it was live with the expected version.
+    Deleted,
+    /// Nothing was deleted: a live record with another version is there
+    /// (a parallel request saved it after the caller read it).
+    Conflict,
+    /// Nothing was deleted: no live record was there.
+    Gone,
+}
+
 /// One session of a principal, as listed by [`SessionStore::list_by_principal`]
 /// for "your active sessions" pages.
 #[derive(Clone, Debug, PartialEq)]
@@ -114,6 +126,21 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Deletes the record under `key`, if any. Deleting an absent key is not an error.
     async fn delete(&self, key: &StoreKey) -> Result<(), StoreError>;
 
+    /// Compare-and-delete: deletes the record under `key` only if it is live
+    /// with version `expected_version`, in one atomic step.
+    ///
+    /// Returns [`DeleteOutcome::Deleted`] when deleted,
+    /// [`DeleteOutcome::Conflict`] when a live record with another version is
+    /// there (nothing deleted) and [`DeleteOutcome::Gone`] when no live
+    /// record is there. The layer retires a session's old id with it when the
+    /// id is cycled, so a write that reached the old id after the request
+    /// read it is noticed and carried to the new id, never deleted unseen.
+    async fn delete_if_unchanged(
+        &self,
+        key: &StoreKey,
+        expected_version: u64,
+    ) -> Result<DeleteOutcome, StoreError>;
+
     /// Lists the live sessions whose record has `principal` set to `principal`.
     async fn list_by_principal(&self, principal: &str) -> Result<Vec<SessionInfo>, StoreError>;
 
@@ -156,6 +183,14 @@ impl<S: SessionStore + ?Sized> SessionStore for Arc<S> {
 
     async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
         (**self).delete(key).await
+    }
+
+    async fn delete_if_unchanged(
+        &self,
+        key: &StoreKey,
+        expected_version: u64,
+    ) -> Result<DeleteOutcome, StoreError> {
+        (**self).delete_if_unchanged(key, expected_version).await
     }
 
     async fn list_by_principal(&self, principal: &str) -> Result<Vec<SessionInfo>, StoreError> {

@@ -10,8 +10,8 @@ use axum::routing::get;
 use session_core::conformance::http::{id_of, send};
 use session_core::time::OffsetDateTime;
 use session_core::{
-    Id, Record, SaveOutcome, Session, SessionError, SessionInfo, SessionLayer, SessionStore,
-    StoreError, StoreKey, async_trait,
+    DeleteOutcome, Id, Record, SaveOutcome, Session, SessionError, SessionInfo, SessionLayer,
+    SessionStore, StoreError, StoreKey, async_trait,
 };
 use session_memory::MemoryStore;
 
@@ -95,6 +95,14 @@ impl SessionStore for Recording {
     async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
         self.note(key, None);
         self.inner.delete(key).await
+    }
+    async fn delete_if_unchanged(
+        &self,
+        key: &StoreKey,
+        expected: u64,
+    ) -> Result<DeleteOutcome, StoreError> {
+        self.note(key, None);
+        self.inner.delete_if_unchanged(key, expected).await
     }
     async fn list_by_principal(&self, principal: &str) -> Result<Vec<SessionInfo>, StoreError> {
         self.inner.list_by_principal(principal).await

@@ -13,7 +13,8 @@ use serde_json::Value;
 use session_core::record::now;
 use session_core::time::OffsetDateTime;
 use session_core::{
-    Data, Record, SaveOutcome, SessionInfo, SessionStore, StoreError, StoreKey, async_trait,
+    Data, DeleteOutcome, Record, SaveOutcome, SessionInfo, SessionStore, StoreError, StoreKey,
+    async_trait,
 };
 
 pub use moka;
@@ -473,6 +474,35 @@ impl SessionStore for MemoryStore {
             })
             .await;
         Ok(())
+    }
+
+    async fn delete_if_unchanged(
+        &self,
+        key: &StoreKey,
+        expected_version: u64,
+    ) -> Result<DeleteOutcome, StoreError> {
+        let mut outcome = DeleteOutcome::Gone;
+        self.cache
+            .entry_by_ref(key)
+            .and_compute_with(|entry| {
+                let op = match live(entry.as_ref(), now()) {
+                    None => Op::Nop,
+                    Some(current) if current.version != expected_version => {
+                        outcome = DeleteOutcome::Conflict;
+                        Op::Nop
+                    }
+                    Some(current) => {
+                        outcome = DeleteOutcome::Deleted;
+                        if let Some(p) = &current.principal {
+                            self.index().remove(p, key);
+                        }
+                        Op::Remove
+                    }
+                };
+                std::future::ready(op)
+            })
+            .await;
+        Ok(outcome)
     }
 
     async fn list_by_principal(&self, principal: &str) -> Result<Vec<SessionInfo>, StoreError> {

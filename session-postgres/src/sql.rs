@@ -91,6 +91,7 @@ pub(crate) struct Statements {
     pub(crate) live_version: Arc<str>,
     pub(crate) touch: Arc<str>,
     pub(crate) delete: Arc<str>,
+    pub(crate) delete_if_unchanged: Arc<str>,
     pub(crate) list_by_principal: Arc<str>,
     pub(crate) delete_by_principal: Arc<str>,
     pub(crate) delete_expired_batch: Arc<str>,
@@ -166,6 +167,9 @@ impl Statements {
             sweep = sweep_at(&expires, "$4::interval"),
         );
         let delete = format!("DELETE FROM {t} WHERE key = $1");
+        // Like `save`: a row whose version differs is left alone, and one
+        // that waited for a parallel writer re-checks on the row it left.
+        let delete_if_unchanged = format!("DELETE FROM {t} WHERE {live} AND version = $2");
         let list_by_principal = format!(
             "SELECT key, {columns} FROM {t} \
              WHERE principal = $1 AND expires_at > now() ORDER BY last_access DESC"
@@ -202,6 +206,7 @@ impl Statements {
             live_version: live_version.into(),
             touch: touch.into(),
             delete: delete.into(),
+            delete_if_unchanged: delete_if_unchanged.into(),
             list_by_principal: list_by_principal.into(),
             delete_by_principal: delete_by_principal.into(),
             delete_expired_batch: delete_expired_batch.into(),

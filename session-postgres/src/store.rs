@@ -6,7 +6,8 @@ use std::time::Duration;
 use session_core::record::now;
 use session_core::time::OffsetDateTime;
 use session_core::{
-    Data, Record, SaveOutcome, SessionInfo, SessionStore, StoreError, StoreKey, async_trait,
+    Data, DeleteOutcome, Record, SaveOutcome, SessionInfo, SessionStore, StoreError, StoreKey,
+    async_trait,
 };
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::types::PgInterval;
@@ -656,6 +657,41 @@ impl SessionStore for PostgresStore {
         })
         .await?;
         Ok(())
+    }
+
+    async fn delete_if_unchanged(
+        &self,
+        key: &StoreKey,
+        expected_version: u64,
+    ) -> Result<DeleteOutcome, StoreError> {
+        let expected = version_param(expected_version)?;
+        let deleted = self
+            .run(|mut conn| async move {
+                let result = sqlx::query(AssertSqlSafe(self.sql.delete_if_unchanged.clone()))
+                    .bind(key.as_str())
+                    .bind(expected)
+                    .execute(&mut *conn)
+                    .await;
+                (conn, result)
+            })
+            .await?;
+        if deleted.rows_affected() == 1 {
+            return Ok(DeleteOutcome::Deleted);
+        }
+        // As in `save`: a new statement sees what a parallel writer committed.
+        let live: Option<i64> = self
+            .run(|mut conn| async move {
+                let result = sqlx::query_scalar(AssertSqlSafe(self.sql.live_version.clone()))
+                    .bind(key.as_str())
+                    .fetch_optional(&mut *conn)
+                    .await;
+                (conn, result)
+            })
+            .await?;
+        Ok(match live {
+            Some(_) => DeleteOutcome::Conflict,
+            None => DeleteOutcome::Gone,
+        })
     }
 
     async fn list_by_principal(&self, principal: &str) -> Result<Vec<SessionInfo>, StoreError> {

@@ -118,6 +118,22 @@ return 1
     )
 });
 
+/// `delete_if_unchanged`: ARGV = now, expected version.
+/// Returns 0 (no live record), 1 (a live record of another version, kept)
+/// or 2 (deleted). Versions compare as decimal strings, as in `save`.
+pub(crate) static DELETE_IF_UNCHANGED: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r"
+local key, now = KEYS[1], tonumber(ARGV[1])
+local s, v = live(key, now)
+if not s then return 0 end
+if v ~= ARGV[2] then return 1 end
+redis.call('DEL', key)
+return 2
+",
+    )
+});
+
 /// `delete_by_principal`, per key: ARGV = now, principal.
 /// Returns 1 if a live record of that principal was deleted, 0 if no live
 /// record is there, 2 if a live record of another principal (or of none) is

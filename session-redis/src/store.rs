@@ -8,7 +8,9 @@ use deadpool_redis::redis::{self, AsyncCommands as _};
 use futures_util::future::try_join_all;
 use session_core::record::{now, to_unix_ms};
 use session_core::time::OffsetDateTime;
-use session_core::{Record, SaveOutcome, SessionInfo, SessionStore, StoreError, StoreKey};
+use session_core::{
+    DeleteOutcome, Record, SaveOutcome, SessionInfo, SessionStore, StoreError, StoreKey,
+};
 
 use crate::connection::{Conn, Connections, Pool};
 use crate::encoding::{self, millis};
@@ -397,6 +399,30 @@ impl SessionStore for RedisStore {
         self.run(async |conn| conn.del::<_, i64>(&record_key).await)
             .await
             .map(drop)
+    }
+
+    /// One `delete_if_unchanged` script. Like `delete`, it leaves the key in
+    /// the principal's set until a listing finds it dead.
+    async fn delete_if_unchanged(
+        &self,
+        key: &StoreKey,
+        expected_version: u64,
+    ) -> Result<DeleteOutcome, StoreError> {
+        let mut invocation = scripts::DELETE_IF_UNCHANGED.key(self.record_key(key));
+        invocation.arg(to_unix_ms(now())).arg(expected_version);
+        let outcome: i64 = self
+            .run(async |conn| invocation.invoke_async(conn).await)
+            .await?;
+        Ok(match outcome {
+            SAVED => DeleteOutcome::Deleted,
+            CONFLICT => DeleteOutcome::Conflict,
+            GONE => DeleteOutcome::Gone,
+            other => {
+                return Err(StoreError::backend(format!(
+                    "the delete_if_unchanged script answered {other}"
+                )));
+            }
+        })
     }
 
     /// `SMEMBERS`, then one `GET` per member, all in flight together;

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use session_core::time::OffsetDateTime;
 use session_core::{
-    BoxError, Record, SaveOutcome, SessionInfo, SessionLayer, SessionStore, StoreError, StoreKey,
-    async_trait,
+    BoxError, DeleteOutcome, Record, SaveOutcome, SessionInfo, SessionLayer, SessionStore,
+    StoreError, StoreKey, async_trait,
 };
 
 use crate::{Backend, ConfigError, StoreConfig};
@@ -264,6 +264,14 @@ impl SessionStore for AnyStore {
 
     async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
         self.inner.delete(key).await
+    }
+
+    async fn delete_if_unchanged(
+        &self,
+        key: &StoreKey,
+        expected_version: u64,
+    ) -> Result<DeleteOutcome, StoreError> {
+        self.inner.delete_if_unchanged(key, expected_version).await
     }
 
     async fn list_by_principal(&self, principal: &str) -> Result<Vec<SessionInfo>, StoreError> {

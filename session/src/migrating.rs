@@ -4,7 +4,8 @@ use std::collections::HashSet;
 
 use session_core::time::OffsetDateTime;
 use session_core::{
-    Record, SaveOutcome, SessionInfo, SessionStore, StoreError, StoreKey, async_trait,
+    DeleteOutcome, Record, SaveOutcome, SessionInfo, SessionStore, StoreError, StoreKey,
+    async_trait,
 };
 
 /// Serves sessions from `new` while they still live in `old`, moving each one
@@ -113,6 +114,19 @@ impl<Old: SessionStore, New: SessionStore> SessionStore for MigratingStore<Old, 
         // checks `old` again afterwards and drops its copy (see `load`).
         self.old.delete(key).await?;
         self.new.delete(key).await
+    }
+
+    async fn delete_if_unchanged(
+        &self,
+        key: &StoreKey,
+        expected_version: u64,
+    ) -> Result<DeleteOutcome, StoreError> {
+        // A session a load has seen lives in `new` (the load moved it); one
+        // only `old` still holds was never moved, so `old` decides for it.
+        match self.new.delete_if_unchanged(key, expected_version).await? {
+            DeleteOutcome::Gone => self.old.delete_if_unchanged(key, expected_version).await,
+            outcome => Ok(outcome),
+        }
     }
 
     async fn list_by_principal(&self, principal: &str) -> Result<Vec<SessionInfo>, StoreError> {

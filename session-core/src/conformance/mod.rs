@@ -50,6 +50,7 @@ macro_rules! conformance_tests {
             expired_record_never_returned,
             cas_conflict,
             gone_after_delete,
+            delete_if_unchanged_compares_version,
             touch_extends,
             principal_index,
             parallel_updates_lose_nothing,

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::record::now;
-use crate::{Expiry, Id, Record, SaveOutcome, SessionStore, StoreKey};
+use crate::{DeleteOutcome, Expiry, Id, Record, SaveOutcome, SessionStore, StoreKey};
 
 /// A fresh, random store key.
 pub fn new_key() -> StoreKey {
@@ -155,6 +155,54 @@ pub async fn gone_after_delete<S: SessionStore>(store: S) {
         store.load(&key).await.expect("load"),
         None,
         "a touch must never resurrect"
+    );
+}
+
+/// `delete_if_unchanged` deletes only the version it names: a record saved
+/// since is kept (`Conflict`), an absent or expired one is `Gone`, and a
+/// delete of the right version leaves nothing a save or touch could revive.
+pub async fn delete_if_unchanged_compares_version<S: SessionStore>(store: S) {
+    let key = new_key();
+    let record = new_record();
+    assert!(store.create(&key, &record).await.expect("create"));
+    let mut saved = record.clone();
+    saved.data.insert("n".into(), json!(1));
+    assert_eq!(
+        store.save(&key, &next(saved, 0), 0).await.expect("save"),
+        SaveOutcome::Saved
+    );
+    assert_eq!(
+        store.delete_if_unchanged(&key, 0).await.expect("delete"),
+        DeleteOutcome::Conflict,
+        "version 0 is no longer there"
+    );
+    let kept = store.load(&key).await.expect("load").expect("kept");
+    assert_eq!((kept.version, &kept.data["n"]), (1, &json!(1)));
+    assert_eq!(
+        store.delete_if_unchanged(&key, 1).await.expect("delete"),
+        DeleteOutcome::Deleted
+    );
+    assert_eq!(store.load(&key).await.expect("load"), None);
+    assert_eq!(
+        store.delete_if_unchanged(&key, 1).await.expect("delete"),
+        DeleteOutcome::Gone,
+        "deleted already"
+    );
+    assert_eq!(
+        store.save(&key, &next(kept, 1), 1).await.expect("save"),
+        SaveOutcome::Gone,
+        "a save must not revive it"
+    );
+    assert!(store.load(&key).await.expect("load").is_none());
+
+    let key = new_key();
+    let short = record_expiring_in(Duration::from_millis(200));
+    assert!(store.create(&key, &short).await.expect("create"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        store.delete_if_unchanged(&key, 0).await.expect("delete"),
+        DeleteOutcome::Gone,
+        "an expired record is absent"
     );
 }
 

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use crate::{Record, SaveOutcome, SessionInfo, SessionStore, StoreError, StoreKey};
+use crate::{DeleteOutcome, Record, SaveOutcome, SessionInfo, SessionStore, StoreError, StoreKey};
 
 /// Calls made to a [`CountingStore`], per method.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -20,7 +20,7 @@ pub struct Counts {
     pub save: u64,
     /// `touch` calls.
     pub touch: u64,
-    /// `delete` calls.
+    /// `delete` and `delete_if_unchanged` calls.
     pub delete: u64,
     /// Principal and expiry calls together.
     pub other: u64,
@@ -123,6 +123,15 @@ impl<S: SessionStore> SessionStore for CountingStore<S> {
         self.inner.delete(key).await
     }
 
+    async fn delete_if_unchanged(
+        &self,
+        key: &StoreKey,
+        expected_version: u64,
+    ) -> Result<DeleteOutcome, StoreError> {
+        bump(&self.delete);
+        self.inner.delete_if_unchanged(key, expected_version).await
+    }
+
     async fn list_by_principal(&self, principal: &str) -> Result<Vec<SessionInfo>, StoreError> {
         bump(&self.other);
         self.inner.list_by_principal(principal).await
@@ -167,6 +176,9 @@ impl SessionStore for FailingStore {
     async fn delete(&self, _: &StoreKey) -> Result<(), StoreError> {
         Err(refused())
     }
+    async fn delete_if_unchanged(&self, _: &StoreKey, _: u64) -> Result<DeleteOutcome, StoreError> {
+        Err(refused())
+    }
     async fn list_by_principal(&self, _: &str) -> Result<Vec<SessionInfo>, StoreError> {
         Err(refused())
     }
@@ -201,6 +213,9 @@ impl SessionStore for HangingStore {
         hang().await
     }
     async fn delete(&self, _: &StoreKey) -> Result<(), StoreError> {
+        hang().await
+    }
+    async fn delete_if_unchanged(&self, _: &StoreKey, _: u64) -> Result<DeleteOutcome, StoreError> {
         hang().await
     }
     async fn list_by_principal(&self, _: &str) -> Result<Vec<SessionInfo>, StoreError> {
