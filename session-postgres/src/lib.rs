@@ -20,3 +20,11 @@ pub use sweeper::SweeperHandle;
 /// Re-exported so an app needs one dependency to build the pool it hands
 /// to [`PostgresStore::new`].
 pub use sqlx;
+
+/// What the cargo-fuzz targets in `fuzz/` drive: the client-side
+/// `timestamptz` conversion. Not public API: hidden from the docs, no
+/// stability promise, may change in any release.
+#[doc(hidden)]
+pub mod __fuzz {
+    pub use crate::pg_types::{fuzz_decode_timestamptz, fuzz_encode_timestamptz};
+}

@@ -52,6 +52,19 @@ impl PgTimestamp {
     }
 }
 
+/// The store's reading of a binary `timestamptz`, for the fuzz targets
+/// (`session_postgres::__fuzz`): `bytes` as Postgres sends them (big-endian
+/// microseconds since 2000-01-01 UTC) to `PgTimestamp::instant`.
+pub fn fuzz_decode_timestamptz(bytes: [u8; 8]) -> Option<OffsetDateTime> {
+    PgTimestamp(i64::from_be_bytes(bytes)).instant()
+}
+
+/// The microseconds the store writes for `t` (`PgTimestamp::of`), for the
+/// fuzz targets.
+pub fn fuzz_encode_timestamptz(t: OffsetDateTime) -> i64 {
+    PgTimestamp::of(t).0
+}
+
 impl Type<Postgres> for PgTimestamp {
     fn type_info() -> PgTypeInfo {
         PgTypeInfo::with_oid(Oid(TIMESTAMPTZ_OID))

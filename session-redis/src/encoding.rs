@@ -12,12 +12,13 @@
 use std::io::Write as _;
 use std::time::Duration;
 
-use session_core::record::{from_unix_ms, to_unix_ms};
+use session_core::record::to_unix_ms;
+use session_core::time::OffsetDateTime;
 use session_core::{Data, Record, StoreError};
 
 /// The format tag this crate writes first in every value. (Format 1 was a
 /// hash; a hash is not a string, so nothing mistakes one for the other.)
-pub(crate) const FORMAT: &[u8] = b"2:";
+pub const FORMAT: &[u8] = b"2:";
 
 /// Room for the header of a record without principal: the tag, four
 /// timestamps of up to 20 characters, a `u64` version and idle timeout, the
@@ -28,8 +29,12 @@ const HEADER_CAPACITY: usize = 2 + 6 * 21 + 2 + 1;
 const DATA_CAPACITY: usize = 64;
 
 /// The value stored for `record`: one allocation in the common case (data
-/// JSON under [`DATA_CAPACITY`] bytes).
-pub(crate) fn encode(record: &Record) -> Result<Vec<u8>, StoreError> {
+/// JSON under `DATA_CAPACITY` bytes).
+///
+/// # Errors
+///
+/// [`StoreError::Encode`] when the data does not serialize.
+pub fn encode(record: &Record) -> Result<Vec<u8>, StoreError> {
     let principal = record.principal.as_deref();
     let mut out =
         Vec::with_capacity(HEADER_CAPACITY + principal.map_or(0, |p| p.len() + 21) + DATA_CAPACITY);
@@ -66,15 +71,21 @@ pub(crate) fn millis(d: Duration) -> u64 {
 
 /// Why a value is not a record.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum DecodeError {
+pub enum DecodeError {
+    /// The value does not start with [`FORMAT`].
     #[error("unknown format tag")]
     UnknownFormat,
+    /// The named header field is missing, not a canonical number (or flag),
+    /// or, for a timestamp, outside the instants a record can hold.
     #[error("header field `{0}` is malformed")]
     Malformed(&'static str),
+    /// The principal's length runs past the end of the value.
     #[error("the principal runs past the end of the value")]
     Truncated,
+    /// The principal is not UTF-8.
     #[error("the principal is not UTF-8")]
     Principal,
+    /// The data does not start with `{` (`None`) or is not one JSON object.
     #[error("the data is not a JSON object")]
     Data(#[source] Option<serde_json::Error>),
 }
@@ -115,6 +126,17 @@ impl<'a> Header<'a> {
         };
         parsed.ok_or(DecodeError::Malformed(name))
     }
+
+    /// A timestamp in Unix ms: an [`int`](Self::int) naming an instant a
+    /// record can hold. (`encode` writes nothing else; mapping one outside
+    /// that range to some other instant would make a far-future deadline
+    /// read as expired here while the scripts, which compare the numbers,
+    /// take it as live.)
+    fn instant(&mut self, name: &'static str) -> Result<OffsetDateTime, DecodeError> {
+        let ms = self.int(name)?;
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+            .map_err(|_| DecodeError::Malformed(name))
+    }
 }
 
 /// `bytes` as a canonical decimal `u64`, or `None`.
@@ -134,20 +156,25 @@ fn digits(bytes: &[u8]) -> Option<u64> {
 }
 
 /// Decodes a value written by [`encode`]. Strict: anything else (another
-/// tag, a missing, signed, non-canonical or overflowing number, a principal
+/// tag, a missing, signed, non-canonical or overflowing number, a timestamp
+/// outside the instants a record can hold, a principal
 /// running past the end or not UTF-8, data that is not one JSON object) is
 /// an error.
-pub(crate) fn decode(value: &[u8]) -> Result<Record, DecodeError> {
+///
+/// # Errors
+///
+/// [`DecodeError`] saying what is wrong.
+pub fn decode(value: &[u8]) -> Result<Record, DecodeError> {
     let rest = value
         .strip_prefix(FORMAT)
         .ok_or(DecodeError::UnknownFormat)?;
     let mut header = Header { rest };
     let mut record = Record::default();
     record.version = header.uint("version")?;
-    record.idle_deadline = from_unix_ms(header.int("idle deadline")?);
-    record.absolute_deadline = from_unix_ms(header.int("absolute deadline")?);
-    record.last_access = from_unix_ms(header.int("last access")?);
-    record.created_at = from_unix_ms(header.int("created at")?);
+    record.idle_deadline = header.instant("idle deadline")?;
+    record.absolute_deadline = header.instant("absolute deadline")?;
+    record.last_access = header.instant("last access")?;
+    record.created_at = header.instant("created at")?;
     record.idle_timeout = Duration::from_millis(header.uint("idle timeout")?);
     record.persistent = match header.field("persistent")? {
         b"1" => true,
@@ -179,7 +206,8 @@ pub(crate) fn decode(value: &[u8]) -> Result<Record, DecodeError> {
 
 #[cfg(test)]
 mod tests {
-    use session_core::{Expiry, record::now};
+    use session_core::Expiry;
+    use session_core::record::{from_unix_ms, now};
 
     use super::*;
 
@@ -235,6 +263,48 @@ mod tests {
         odd.created_at = from_unix_ms(-1);
         odd.last_access = from_unix_ms(i64::from(i32::MIN));
         round_trip(&odd);
+
+        // So do the first and the last instant a record can hold.
+        odd.idle_deadline = from_unix_ms(FIRST_MS);
+        odd.absolute_deadline = from_unix_ms(LAST_MS);
+        assert_eq!(to_unix_ms(odd.idle_deadline), FIRST_MS);
+        assert_eq!(to_unix_ms(odd.absolute_deadline), LAST_MS);
+        round_trip(&odd);
+    }
+
+    /// -9999-01-01T00:00:00Z and 9999-12-31T23:59:59.999Z, the bounds of
+    /// `time` without its `large-dates` feature, in Unix ms.
+    const FIRST_MS: i64 = -377_705_116_800_000;
+    const LAST_MS: i64 = 253_402_300_799_999;
+
+    /// Found by the `redis_value` fuzz target: an idle deadline past the
+    /// year 9999 decoded as the epoch (so the record read as expired) while
+    /// the scripts took the value as a live record. Out-of-range timestamps
+    /// now do not decode, like any other value `encode` cannot write.
+    #[test]
+    fn timestamps_outside_the_range_do_not_decode() {
+        let value =
+            |i: i64, x: i64, a: i64, c: i64| format!("2:1:{i}:{x}:{a}:{c}:0:0:0:{{}}").into_bytes();
+        let far = 1_767_830_400_000;
+        assert!(decode(&value(LAST_MS, LAST_MS, FIRST_MS, FIRST_MS)).is_ok());
+        // The fuzzer's input, minimized by hand.
+        let found = b"2:1804674407:1804674467312000000:1767830400000:-1:-2147483648:0:0:0:{}";
+        assert!(matches!(
+            decode(found),
+            Err(DecodeError::Malformed("idle deadline"))
+        ));
+        for (field, bad) in [
+            ("idle deadline", value(LAST_MS + 1, far, 0, 0)),
+            ("absolute deadline", value(far, LAST_MS + 1, 0, 0)),
+            ("last access", value(far, far, FIRST_MS - 1, 0)),
+            ("created at", value(far, far, 0, i64::MIN)),
+            ("created at", value(far, far, 0, i64::MAX)),
+        ] {
+            match decode(&bad) {
+                Err(DecodeError::Malformed(name)) => assert_eq!(name, field),
+                other => panic!("{}: {other:?}", bad.escape_ascii()),
+            }
+        }
     }
 
     #[test]

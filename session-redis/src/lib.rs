@@ -15,3 +15,19 @@ pub use store::{DEFAULT_KEY_PREFIX, DEFAULT_SHARED_CONNECTIONS, RedisStore};
 
 pub use deadpool_redis;
 pub use redis;
+
+/// What the cargo-fuzz targets in `fuzz/` drive: the value codec and the
+/// scripts' Lua header parser. Not public API: hidden from the docs, no
+/// stability promise, may change in any release.
+#[doc(hidden)]
+pub mod __fuzz {
+    pub use crate::encoding::{DecodeError, FORMAT, decode, encode};
+    pub use crate::scripts::TOMBSTONE;
+
+    /// The Lua prologue every script starts with: `TOMBSTONE` and the
+    /// functions `parse(s, now)`, `live(key, now)` and `bury(key)`, for a
+    /// Lua 5.1 of the fuzz target's own to run `parse`.
+    pub fn lua_prologue() -> String {
+        crate::scripts::prologue()
+    }
+}

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use deadpool_redis::redis::{self, AsyncCommands as _};
@@ -22,6 +23,29 @@ pub const DEFAULT_KEY_PREFIX: &str = "session:";
 /// Shared connections a store keeps unless [`RedisStore::shared_connections`]
 /// sets another number.
 pub const DEFAULT_SHARED_CONNECTIONS: usize = 2;
+
+/// How long a tombstone keeps a record key taken: the cleanup of the
+/// principal index leaves one under the key of every member it removes (see
+/// `RedisStore::forget` for why, and why this is long enough).
+const TOMBSTONE_TTL: Duration = Duration::from_secs(60);
+
+/// A `create` (or a `save` that indexed first) whose write is answered more
+/// than this long after it sent the index script indexes the key once more
+/// before it returns: a tombstone may have expired before the write landed.
+const SLOW_INDEXED_WRITE: Duration = Duration::from_secs(10);
+
+/// A cleanup that got to its `SREM` more than this long after it sent the
+/// scripts that buried the members' keys skips the `SREM` (the members stay
+/// until the next listing).
+const CLEANUP_BUDGET: Duration = Duration::from_secs(10);
+
+// The margin `forget` relies on, `TOMBSTONE_TTL - SLOW_INDEXED_WRITE -
+// CLEANUP_BUDGET` (40 s): what is left of a tombstone's life after the
+// longest a write may take without indexing again and the longest a cleanup
+// may take to send its `SREM`. Kept at least as long as those two together.
+const _: () = assert!(
+    TOMBSTONE_TTL.as_millis() >= 2 * (SLOW_INDEXED_WRITE.as_millis() + CLEANUP_BUDGET.as_millis())
+);
 
 /// Sessions in Redis (a standalone server or a Redis Cluster), on a
 /// deadpool-redis pool: the stateless mode.
@@ -157,7 +181,8 @@ impl RedisStore {
 
     /// Notes `key` in `principal`'s set before the write that gives the record
     /// that principal, so the index never misses a live record (see
-    /// [`SessionStore::save`] for when a save can skip this).
+    /// [`SessionStore::save`] for when a save can skip this, and
+    /// `RedisStore::forget` for why the cleanup cannot undo it).
     async fn index(
         &self,
         key: &StoreKey,
@@ -197,6 +222,9 @@ impl RedisStore {
         let Some(value) = value else {
             return Ok(None);
         };
+        if value == scripts::TOMBSTONE.as_bytes() {
+            return Ok(None);
+        }
         match encoding::decode(&value) {
             Ok(record) if record.is_expired(now()) => Ok(None),
             Ok(record) => Ok(Some(record)),
@@ -223,20 +251,128 @@ impl RedisStore {
         Ok((keys, foreign))
     }
 
-    /// Lazy cleanup: removes dead members from `principal`'s set. A failure
-    /// is logged, not returned: the caller's answer is already complete, and
+    /// Buries the keys of `members`, members of `principal`'s set whose
+    /// record looked absent, and returns those that may leave the set (see
+    /// [`RedisStore::forget`]): the keys that were empty or held a tombstone,
+    /// now holding a fresh one. Members whose key holds anything else (a
+    /// record that landed since, a value a `create` may replace) are kept.
+    async fn claim(&self, members: Vec<&StoreKey>) -> Result<Vec<Vec<u8>>, StoreError> {
+        let ttl = millis(TOMBSTONE_TTL);
+        let claims = members.into_iter().map(|key| async move {
+            let mut invocation = scripts::CLAIM.key(self.record_key(key));
+            invocation.arg(ttl);
+            let claimed: i64 = self
+                .run(async |conn| invocation.invoke_async(conn).await)
+                .await?;
+            Ok::<_, StoreError>((claimed == 1).then(|| key.as_str().as_bytes().to_vec()))
+        });
+        Ok(try_join_all(claims).await?.into_iter().flatten().collect())
+    }
+
+    /// Lazy cleanup: removes from `principal`'s set the members in `dead`,
+    /// whose keys were buried (by the `CLAIM` or `DELETE_OWNED` script) in
+    /// scripts sent at `buried` or later, and the members in `foreign` (not
+    /// store keys: nothing this crate writes lives under them). A failure is
+    /// logged, not returned: the caller's answer is already complete, and
     /// the next listing tries again.
-    async fn forget(&self, principal: &str, dead: Vec<Vec<u8>>) {
-        if dead.is_empty() {
+    ///
+    /// Why this never takes a live record out of the index. The set may hold
+    /// a member whose record is not written *yet*: `create` (and a `save`
+    /// answered `INDEX_FIRST`) adds the key to the set, then writes the
+    /// record, in two round trips, and in a cluster on two nodes. Removing a
+    /// member on the mere sight of an absent record (what this did before)
+    /// loses every record written after that sight: it is live, and no
+    /// listing or "log out everywhere" finds it again. So a member leaves only
+    /// once its key is *buried*: a single-key script checked that the key was
+    /// empty or held a tombstone and put a tombstone there, which lives
+    /// `TOMBSTONE_TTL`. The only writes that can fill an empty key are a
+    /// `create`'s (`SET NX` and the `CREATE` script; a save, touch or
+    /// compare-and-delete writes only over a live record), and both treat a
+    /// tombstone as taken: that create answers `false`, and the layer draws
+    /// another id, which it indexes anew. Hence the interleavings:
+    ///
+    /// - The write lands before the burial: the burial finds a live record
+    ///   (or, in `delete_by_principal`, deletes it and counts it), and the
+    ///   member stays (or is removed with the record it indexed).
+    /// - The write lands after the burial and before the tombstone expires:
+    ///   it is refused, nothing is written.
+    /// - The write lands after the tombstone expired, so at least
+    ///   `TOMBSTONE_TTL` after the burial. If the creator's index script ran
+    ///   after the burial and the write was answered within
+    ///   `SLOW_INDEXED_WRITE` of sending it, that index ran at least
+    ///   `TOMBSTONE_TTL - SLOW_INDEXED_WRITE` after the burial. Otherwise
+    ///   (the index ran before the burial, or the write was slow) the write
+    ///   was answered more than `SLOW_INDEXED_WRITE` after the index was
+    ///   sent, and the creator indexes the key again before it returns,
+    ///   after its write, so at least `TOMBSTONE_TTL` after the burial. The
+    ///   cleanup sends its `SREM` within `CLEANUP_BUDGET` of sending the
+    ///   burial, or not at all. So that `SREM` could only undo the last index
+    ///   by reaching Redis more than `TOMBSTONE_TTL - SLOW_INDEXED_WRITE -
+    ///   CLEANUP_BUDGET` (40 s) after it was sent. Every span here is
+    ///   measured on the caller's monotonic clock from sending a command to
+    ///   its reply; no clocks are compared across machines.
+    /// - A key that holds a value a `create` may still replace (a dead record
+    ///   of this crate, a foreign value) is not buried and keeps its member:
+    ///   that create may be the one that indexed it. Such members go once
+    ///   their key is empty (records carry a TTL; a record that is merely
+    ///   past its deadline by the application's clock is dropped by Redis
+    ///   within milliseconds).
+    /// - Expired and deleted records leave an empty key, exactly like a
+    ///   record not written yet: the cleanup cannot tell them apart and need
+    ///   not, since a burial handles both.
+    /// - "Log out everywhere" replaces each live record it deletes with a
+    ///   tombstone rather than deleting it, so a second `create` of the same
+    ///   key in flight (a `MigratingStore` copying a session twice) cannot
+    ///   land after the member is gone either.
+    ///
+    /// `delete` is still a plain `DEL`, which removes a tombstone too: that
+    /// only reopens the key to a `create` already in flight for the same key
+    /// while someone else deletes it, a race of the caller's own. A refused
+    /// `create` adds its key to the set again; the next cleanup finds the
+    /// tombstone, renews it and removes the member.
+    async fn forget(
+        &self,
+        principal: &str,
+        dead: Vec<Vec<u8>>,
+        buried: Instant,
+        foreign: Vec<Vec<u8>>,
+    ) {
+        let mut members = foreign;
+        if buried.elapsed() <= CLEANUP_BUDGET {
+            members.extend(dead);
+        } else if !dead.is_empty() {
+            tracing::warn!(
+                members = dead.len(),
+                "cleaning a principal's session index took too long; the dead members stay until the next listing"
+            );
+        }
+        if members.is_empty() {
             return;
         }
         let set = self.principal_key(principal);
         let removed = self
-            .run(async |conn| conn.srem::<_, _, i64>(&set, &dead).await)
+            .run(async |conn| conn.srem::<_, _, i64>(&set, &members).await)
             .await;
         if let Err(error) = removed {
             tracing::warn!(%error, "could not prune a principal's session index");
         }
+    }
+
+    /// After a write that a `create` or `save` indexed `key` for, `indexed`
+    /// being when the index script was sent: indexes the key again when the
+    /// write was answered more than `SLOW_INDEXED_WRITE` later (see
+    /// [`RedisStore::forget`]).
+    async fn index_again_if_slow(
+        &self,
+        key: &StoreKey,
+        record: &Record,
+        indexed: Instant,
+    ) -> Result<(), StoreError> {
+        if indexed.elapsed() <= SLOW_INDEXED_WRITE {
+            return Ok(());
+        }
+        tracing::debug!(key = key.short(), "slow indexed write; indexing again");
+        self.index(key, record, now()).await
     }
 }
 
@@ -287,8 +423,14 @@ impl SessionStore for RedisStore {
     /// taken (a dead or foreign value there is replaced) or the record is
     /// already expired. A record with a principal is first added to the
     /// principal index, one more round trip.
+    ///
+    /// Returns `false` when a live record is under the key, and also when a
+    /// tombstone is: the principal index's cleanup took the key, or "log out
+    /// everywhere" ended its session, within the last minute (see the crate
+    /// docs). The layer then draws another id.
     async fn create(&self, key: &StoreKey, record: &Record) -> Result<bool, StoreError> {
         let value = encoding::encode(record)?;
+        let indexed = Instant::now();
         self.index(key, record, now()).await?;
         let record_key = self.record_key(key);
         let ttl = millis(record.ttl(now()));
@@ -302,6 +444,7 @@ impl SessionStore for RedisStore {
                 .arg("NX");
             let reply: Option<()> = self.run(async |conn| set.query_async(conn).await).await?;
             if reply.is_some() {
+                self.index_again_if_slow(key, record, indexed).await?;
                 return Ok(true);
             }
         }
@@ -314,6 +457,9 @@ impl SessionStore for RedisStore {
         let created: i64 = self
             .run(async |conn| invocation.invoke_async(conn).await)
             .await?;
+        if created == 1 && ttl > 0 {
+            self.index_again_if_slow(key, record, indexed).await?;
+        }
         Ok(created == 1)
     }
 
@@ -350,19 +496,28 @@ impl SessionStore for RedisStore {
         //   in between still gives `Conflict` or `Gone`.
         // - A touch changes neither the principal nor `x`, and never keeps a
         //   record past `x`.
-        // - Members leave the set only through the lazy cleanup, after their
-        //   record was seen dead or was deleted; a save never brings a dead
-        //   record back (`Gone`), and a `create` indexes again.
+        // - Members leave the set only through the lazy cleanup, once their
+        //   key is empty or holds a tombstone, and the cleanup leaves a
+        //   tombstone there that no create writes over (see `forget`); a save
+        //   never brings a dead record back (`Gone`), and a `create` indexes
+        //   again. A save writes only over a live record, so the cleanup
+        //   never buries a key between its index and its write: either the
+        //   write lands on the record the cleanup saw live (and kept), or it
+        //   finds the key dead and answers `Gone`.
         let value = encoding::encode(record)?;
         let record_key = self.record_key(key);
         let mut outcome = self
             .save_once(&record_key, &value, record, expected_version, true)
             .await?;
         if outcome == INDEX_FIRST {
+            let indexed = Instant::now();
             self.index(key, record, now()).await?;
             outcome = self
                 .save_once(&record_key, &value, record, expected_version, false)
                 .await?;
+            if outcome == SAVED {
+                self.index_again_if_slow(key, record, indexed).await?;
+            }
         }
         Ok(match outcome {
             SAVED => SaveOutcome::Saved,
@@ -393,7 +548,7 @@ impl SessionStore for RedisStore {
     }
 
     /// One `DEL`: a single command is atomic already. The principal's set
-    /// keeps the key until a listing finds it dead.
+    /// keeps the key until a listing finds it dead and buries it.
     async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
         let record_key = self.record_key(key);
         self.run(async |conn| conn.del::<_, i64>(&record_key).await)
@@ -425,15 +580,17 @@ impl SessionStore for RedisStore {
         })
     }
 
-    /// `SMEMBERS`, then one `GET` per member, all in flight together;
-    /// then one `SREM` of the dead members, if any.
+    /// `SMEMBERS`, then one `GET` per member, all in flight together; then,
+    /// only if some look absent, one `claim` script per such member (at once)
+    /// and one `SREM` of those it buried (see `RedisStore::forget` and the crate docs).
     async fn list_by_principal(&self, principal: &str) -> Result<Vec<SessionInfo>, StoreError> {
-        let (keys, mut dead) = self.members(principal).await?;
+        let (keys, foreign) = self.members(principal).await?;
         let reads = keys.iter().map(|key| async move {
             let record = self.run(async |conn| self.read(conn, key).await).await?;
             Ok::<_, StoreError>((key, record))
         });
         let mut sessions = Vec::new();
+        let mut absent = Vec::new();
         for (key, record) in try_join_all(reads).await? {
             match record {
                 Some(record) if record.principal.as_deref() == Some(principal) => {
@@ -442,28 +599,44 @@ impl SessionStore for RedisStore {
                 // Now another principal's: kept, since a parallel save may
                 // give it back (it leaves the set once it is dead).
                 Some(_) => {}
-                None => dead.push(key.as_str().as_bytes().to_vec()),
+                None => absent.push(key),
             }
         }
-        self.forget(principal, dead).await;
+        let buried = Instant::now();
+        let dead = if absent.is_empty() {
+            Vec::new()
+        } else {
+            // Like the `SREM`, the burial is housekeeping: the listing is
+            // complete without it.
+            self.claim(absent).await.unwrap_or_else(|error| {
+                tracing::warn!(%error, "could not prune a principal's session index");
+                Vec::new()
+            })
+        };
+        self.forget(principal, dead, buried, foreign).await;
         sessions.sort_by_key(|s| std::cmp::Reverse(s.last_access));
         Ok(sessions)
     }
 
-    /// `SMEMBERS`, then one script per member deleting it if it is a live
-    /// session of `principal`, all in flight together; then one `SREM`.
+    /// `SMEMBERS`, then one script per member replacing it with a tombstone
+    /// if it is a live session of `principal` (or burying its key if that is
+    /// empty), all in flight together; then one `SREM` of the buried
+    /// members (see `RedisStore::forget` and the crate docs).
     async fn delete_by_principal(&self, principal: &str) -> Result<u64, StoreError> {
-        let (keys, mut dead) = self.members(principal).await?;
+        let (keys, foreign) = self.members(principal).await?;
         let now = to_unix_ms(now());
+        let ttl = millis(TOMBSTONE_TTL);
+        let buried = Instant::now();
         let deletes = keys.iter().map(|key| async move {
             let mut invocation = scripts::DELETE_OWNED.key(self.record_key(key));
-            invocation.arg(now).arg(principal);
+            invocation.arg(now).arg(principal).arg(ttl);
             let outcome: i64 = self
                 .run(async |conn| invocation.invoke_async(conn).await)
                 .await?;
             Ok::<_, StoreError>((key, outcome))
         });
         let mut deleted = 0;
+        let mut dead = Vec::new();
         for (key, outcome) in try_join_all(deletes).await? {
             match outcome {
                 1 => {
@@ -474,7 +647,7 @@ impl SessionStore for RedisStore {
                 _ => {}
             }
         }
-        self.forget(principal, dead).await;
+        self.forget(principal, dead, buried, foreign).await;
         Ok(deleted)
     }
 

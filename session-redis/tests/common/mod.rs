@@ -85,6 +85,16 @@ pub async fn raw_connection() -> impl ConnectionLike + Clone {
         .unwrap()
 }
 
+/// A plain connection to the cluster (routing each command by its key), to
+/// inspect keys directly.
+pub async fn raw_cluster_connection() -> impl ConnectionLike + Clone {
+    redis::cluster::ClusterClient::new(cluster_nodes())
+        .unwrap()
+        .get_async_connection()
+        .await
+        .unwrap()
+}
+
 /// A redis-server of the test's own: a free loopback port, a temp dir (its
 /// `--dir`, so an AOF survives a restart), the extra arguments given to
 /// [`OwnRedis::start`]. Killed and its dir deleted on drop.
