@@ -45,9 +45,13 @@ pub async fn store_from_env() -> Result<AnyStore, Box<dyn std::error::Error>> {
 /// process's memory and `SESSION_DRAIN_TO` names another store, hands every
 /// live session to it so nobody is logged out by the restart.
 ///
+/// `SESSION_DRAIN_TO` is read and connected at startup, so that a bad value
+/// shows at once rather than at shutdown; see [`serve_then_drain`] for the
+/// shutdown order.
+///
 /// # Errors
 ///
-/// Binding, serving, or the drain failed.
+/// Binding, the drain target's URL or connection, serving, or the drain failed.
 pub async fn serve(
     name: &str,
     addr: SocketAddr,
@@ -60,20 +64,68 @@ pub async fn serve(
         listener.local_addr()?,
         store.backend()
     );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
-    if let (Some(memory), Ok(target)) = (store.memory(), std::env::var("SESSION_DRAIN_TO")) {
-        let target = StoreConfig::from_url(&target)?.connect().await?;
-        let report = memory.drain_into(&target).await?;
+    let drain_to = match (store.memory(), std::env::var("SESSION_DRAIN_TO")) {
+        (Some(_), Ok(url)) => Some(
+            StoreConfig::from_url(&url)
+                .map_err(|e| format!("SESSION_DRAIN_TO={url:?}: {e}"))?
+                .connect()
+                .await?,
+        ),
+        _ => None,
+    };
+    if let Some(report) =
+        serve_then_drain(listener, app, store, drain_to.as_ref(), shutdown_signal()).await?
+        && let Some(target) = &drain_to
+    {
         println!(
-            "handed {} live sessions to the {} store ({} already there)",
+            "handed {} live sessions to the {} store ({} it already had were left as it had them)",
             report.moved,
             target.backend(),
             report.skipped
         );
+        if report.kept > 0 {
+            eprintln!(
+                "{} sessions were refused by the {} store for now and are lost at exit",
+                report.kept,
+                target.backend()
+            );
+        }
     }
     Ok(())
+}
+
+/// Serves `app` on `listener` until `shutdown` completes; then, if `store`
+/// is the memory store and `drain_to` is given, drains every session into
+/// `drain_to` ([`MemoryStore::drain_into`](session::MemoryStore::drain_into))
+/// and returns its report.
+///
+/// The order at shutdown: the listener stops accepting, every request
+/// already being served finishes and its connection closes, and only then
+/// does the drain start. One kind of work can still be running by then:
+/// the session layer saves (or deletes) a session in a task of its own, so
+/// that a client hanging up cannot cut a logout in half, and a client that
+/// hung up no longer holds a connection open for that task. The memory
+/// store handles it: from the moment a drain starts it forwards every call
+/// to the drain's target, so such a late write lands there too.
+///
+/// # Errors
+///
+/// Serving or the drain failed.
+pub async fn serve_then_drain(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    store: &AnyStore,
+    drain_to: Option<&AnyStore>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Option<session::memory::DrainReport>, Box<dyn std::error::Error>> {
+    // Returns once the listener is closed and every connection is done.
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    match (store.memory(), drain_to) {
+        (Some(memory), Some(target)) => Ok(Some(memory.drain_into(target).await?)),
+        _ => Ok(None),
+    }
 }
 
 /// Completes on Ctrl-C (SIGINT) or, on Unix, SIGTERM.

@@ -70,3 +70,134 @@ async fn memory_sessions_drained_to_redis_at_shutdown_keep_counting() {
     assert!(set_cookie(&third).is_none(), "the cookie changed");
     stop(child).await;
 }
+
+/// The shutdown order of `examples::serve`: once shutdown begins the server
+/// takes no new connection, a request already being served finishes (its
+/// write included) before the drain starts, and the drain then hands the
+/// session over with that write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drain_waits_for_requests_in_flight_and_takes_their_writes() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use axum::Router;
+    use axum::extract::State;
+    use axum::routing::get;
+    use session::{AnyStore, Session, SessionError, StoreConfig};
+    use tokio::sync::{Notify, oneshot};
+
+    #[derive(Clone)]
+    struct Held {
+        store: AnyStore,
+        entered: Arc<Notify>,
+        release: Arc<Notify>,
+        drained_early: Arc<AtomicBool>,
+    }
+
+    async fn count(session: Session) -> Result<String, SessionError> {
+        let n: u64 = session
+            .update("n", |n: Option<u64>| n.unwrap_or(0) + 1)
+            .await?;
+        Ok(n.to_string())
+    }
+
+    async fn slow(State(held): State<Held>, session: Session) -> Result<String, SessionError> {
+        let n: u64 = session
+            .update("n", |n: Option<u64>| n.unwrap_or(0) + 1)
+            .await?;
+        held.entered.notify_one();
+        held.release.notified().await;
+        if held.store.memory().unwrap().is_draining() {
+            held.drained_early.store(true, Ordering::SeqCst);
+        }
+        Ok(n.to_string())
+    }
+
+    let memory = |url: &str| {
+        let url = url.to_owned();
+        async move {
+            StoreConfig::from_url(&url)
+                .unwrap()
+                .connect()
+                .await
+                .unwrap()
+        }
+    };
+    let (store, target) = (memory("memory://").await, memory("memory://").await);
+    let held = Held {
+        store: store.clone(),
+        entered: Arc::default(),
+        release: Arc::default(),
+        drained_early: Arc::default(),
+    };
+    let app = Router::new()
+        .route("/", get(count))
+        .route("/slow", get(slow))
+        .with_state(held.clone())
+        .layer(store.layer().secure(false));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn({
+        let (store, target) = (store.clone(), target.clone());
+        async move {
+            examples::serve_then_drain(listener, app, &store, Some(&target), async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap()
+        }
+    });
+
+    let first = request(addr, "GET", "/", None).await;
+    assert_eq!(first.body, "1");
+    let cookie = set_cookie(&first).expect("a session cookie");
+    let in_flight = tokio::spawn({
+        let cookie = cookie.clone();
+        async move { request(addr, "GET", "/slow", Some(&cookie)).await }
+    });
+    held.entered.notified().await;
+
+    stop.send(()).unwrap();
+    // New connections are refused while the request is still in flight.
+    let mut refused = false;
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        refused,
+        "the server still accepts connections after shutdown began"
+    );
+    assert!(!in_flight.is_finished());
+    assert!(
+        !store.memory().unwrap().is_draining(),
+        "the drain started before the request finished"
+    );
+
+    held.release.notify_one();
+    let reply = in_flight.await.unwrap();
+    assert_eq!((reply.status, reply.body.as_str()), (200, "2"));
+    let report = tokio::time::timeout(Duration::from_secs(15), server)
+        .await
+        .expect("the server did not stop")
+        .unwrap()
+        .expect("a drain report");
+    assert!(
+        !held.drained_early.load(Ordering::SeqCst),
+        "the drain started before the request finished"
+    );
+    assert_eq!((report.moved, report.skipped), (1, 0));
+    let key = session_core::conformance::http::id_of(&cookie).store_key();
+    let record = session::SessionStore::load(&target, &key)
+        .await
+        .unwrap()
+        .expect("handed over");
+    assert_eq!(
+        record.data["n"], 2,
+        "the request in flight at shutdown lost its write"
+    );
+}

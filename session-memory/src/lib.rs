@@ -1,8 +1,10 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
+use std::any::Any;
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use moka::Expiry as CacheExpiry;
@@ -16,6 +18,7 @@ use session_core::{
     Data, DeleteOutcome, Record, SaveOutcome, SessionInfo, SessionStore, StoreError, StoreKey,
     async_trait,
 };
+use tokio::sync::Notify;
 
 pub use moka;
 
@@ -32,6 +35,10 @@ pub const DEFAULT_CAPACITY: u64 = 1_000_000;
 ///
 /// Cloning is cheap and clones share the sessions.
 ///
+/// [`drain_into`](Self::drain_into) hands the sessions to another store
+/// (Redis, Postgres) without logging anyone out, even while requests are
+/// still running: from then on this store forwards to the other one.
+///
 /// ```
 /// use session_memory::MemoryStore;
 ///
@@ -42,6 +49,105 @@ pub const DEFAULT_CAPACITY: u64 = 1_000_000;
 pub struct MemoryStore {
     cache: Cache<StoreKey, Arc<Stored>>,
     index: Arc<Mutex<PrincipalIndex>>,
+    drain: Arc<Drain>,
+}
+
+/// A drain's state, shared by clones. Before a drain starts, `draining` is
+/// false and nothing here is used but the count of creates under way.
+///
+/// Once a drain starts the store *forwards*: every key leaves memory only
+/// by being handed over ([`MemoryStore::hand_over`]: copied into the target
+/// and removed here in one step under the key's lock), every call for a key
+/// hands it over first and then goes to the target, and a load that does
+/// not find its key here asks the target. Nothing is ever put in memory
+/// again. So a write racing a copy is either before it (and copied) or
+/// after it (and made in the target), and a key is in memory, in the
+/// target, or (while being copied) in both: never in neither.
+#[derive(Default)]
+struct Drain {
+    /// Set once, when the first drain starts, after `target`.
+    draining: AtomicBool,
+    target: OnceLock<Arc<dyn SessionStore>>,
+    /// Creates running in the normal mode (they insert into memory). A
+    /// drain waits for them after setting `draining` and before listing the
+    /// sessions, so that none of them inserts a key after the list is made.
+    creating: AtomicUsize,
+    created: Notify,
+    /// Sessions handed over so far: created in the target, or found there
+    /// already as this very record (a copy whose removal here was cut short).
+    moved: AtomicU64,
+    /// Sessions whose key the target already held with another record.
+    skipped: AtomicU64,
+}
+
+/// What one hand-over of a key did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum HandOver {
+    /// The session is in the target now, and no longer here.
+    Moved,
+    /// The target held the key with another record: kept there, dropped here.
+    Skipped,
+    /// The target answered `create` with `false` but holds no live record
+    /// under the key (a store may block a key for a while, as the Redis
+    /// store does after a principal cleanup): the session stays here.
+    Refused,
+    /// No live session here.
+    Absent,
+}
+
+impl Drain {
+    /// The target, once a drain has started.
+    fn target(&self) -> Option<&Arc<dyn SessionStore>> {
+        if self.draining.load(Ordering::SeqCst) {
+            self.target.get()
+        } else {
+            None
+        }
+    }
+
+    /// Waits until no create that started in the normal mode is still running.
+    async fn creates_settled(&self) {
+        loop {
+            let mut settled = std::pin::pin!(self.created.notified());
+            settled.as_mut().enable();
+            if self.creating.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            settled.await;
+        }
+    }
+
+    fn report(&self, kept: u64) -> DrainReport {
+        DrainReport {
+            moved: self.moved.load(Ordering::SeqCst),
+            skipped: self.skipped.load(Ordering::SeqCst),
+            kept,
+        }
+    }
+}
+
+/// A create in the normal mode, counted while it runs (see [`Drain::creating`]).
+///
+/// The count goes up before the create checks `draining` and the drain sets
+/// `draining` before it reads the count (all `SeqCst`): either the create
+/// sees the drain and forwards, or the drain sees the create and waits.
+struct Creating<'a>(&'a Drain);
+
+impl<'a> Creating<'a> {
+    fn enter(drain: &'a Drain) -> Self {
+        drain.creating.fetch_add(1, Ordering::SeqCst);
+        Self(drain)
+    }
+}
+
+impl Drop for Creating<'_> {
+    fn drop(&mut self) {
+        if self.0.creating.fetch_sub(1, Ordering::SeqCst) == 1
+            && self.0.draining.load(Ordering::SeqCst)
+        {
+            self.0.created.notify_waiters();
+        }
+    }
 }
 
 /// A record as the cache holds it: its fields in `meta`, whose own data map
@@ -152,6 +258,7 @@ impl std::fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MemoryStore")
             .field("sessions", &self.cache.entry_count())
+            .field("draining", &self.is_draining())
             .finish_non_exhaustive()
     }
 }
@@ -162,14 +269,29 @@ impl Default for MemoryStore {
     }
 }
 
-/// What [`MemoryStore::drain_into`] did.
+/// What [`MemoryStore::drain_into`] did: counts since the drain started,
+/// including the sessions requests handed over while it ran.
+///
+/// Every live session this store held when the drain started is counted
+/// once, in `moved` or `skipped`, unless it expired first or is still
+/// `kept` here.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DrainReport {
-    /// Live sessions written to the other store (and removed from this one).
+    /// Live sessions removed from this store and created in the other one
+    /// (a logout after that deletes them there, as it should).
     pub moved: u64,
-    /// Live sessions the other store already had under the same key (kept there, and here).
+    /// Live sessions whose key the other store already held with another
+    /// record: the other store's record was kept as it was, this store's
+    /// copy was dropped.
     pub skipped: u64,
+    /// Live sessions of this call's pass that the other store refused
+    /// although it holds no live record under their key (a store may block
+    /// a key for a while, as the Redis store does after a principal
+    /// cleanup). They are still here and served from here; the next write
+    /// to one, or another `drain_into`, tries again. They are lost if the
+    /// process exits.
+    pub kept: u64,
 }
 
 /// Per-entry expiry: an entry lives until its record's deadline.
@@ -216,6 +338,7 @@ impl MemoryStore {
                 .expire_after(RecordDeadline)
                 .build(),
             index: Arc::default(),
+            drain: Arc::default(),
         }
     }
 
@@ -234,42 +357,183 @@ impl MemoryStore {
     /// stateful app calls this at shutdown to move its users to Redis or
     /// Postgres without logging anyone out.
     ///
-    /// Records keep their version, deadlines and principal. A key `other`
-    /// already holds is skipped and left in both. Call it once the server has
-    /// stopped taking requests: a session changed here while it is being
-    /// copied stays here (it is only removed if unchanged since the copy).
+    /// Records keep their version, deadlines and principal. It is safe with
+    /// requests still running: from the moment it starts, this store
+    /// *forwards* to `other`, for good:
+    ///
+    /// - every new session is created in `other`;
+    /// - a write (`save`, `touch`, `delete`, `delete_if_unchanged`, `create`)
+    ///   to a session still here first moves that session to `other` (copy,
+    ///   then removal here, under the key's lock, so a write racing the drain's
+    ///   own copy is either copied with it or made in `other` after it), then
+    ///   goes to `other`;
+    /// - a load of a key not here asks `other`; principal listings and
+    ///   deletions cover both.
+    ///
+    /// So no acknowledged write is lost, no logout is undone and no session
+    /// created meanwhile is left behind. A key `other` already holds with
+    /// another record keeps `other`'s record (counted as
+    /// [`skipped`](DrainReport::skipped)): that is the store every later
+    /// request reads, and its record may hold writes made there; this
+    /// store's copy is dropped. Calling it again (say, after an error)
+    /// resumes the same drain, into the store the first call named; the
+    /// report counts since the first call.
+    ///
+    /// `other` must not be this store (that is refused) nor a store that
+    /// forwards back to it.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), session_core::StoreError> {
+    /// use session_core::SessionStore;
+    /// use session_core::conformance::store::{new_key, new_record};
     /// use session_memory::MemoryStore;
     ///
     /// let (local, next) = (MemoryStore::new(), MemoryStore::new());
+    /// let key = new_key();
+    /// local.create(&key, &new_record()).await?;
+    ///
     /// let report = local.drain_into(&next).await?;
-    /// assert_eq!(report.moved, 0);
+    /// assert_eq!((report.moved, report.skipped), (1, 0));
+    /// assert!(next.load(&key).await?.is_some());
+    /// // Late requests still find their session, and new ones land in `next`.
+    /// assert!(local.load(&key).await?.is_some());
+    /// let late = new_key();
+    /// local.create(&late, &new_record()).await?;
+    /// assert!(next.load(&late).await?.is_some());
     /// # Ok(()) }
     /// ```
     ///
     /// # Errors
     ///
-    /// The first error of `other`; sessions not moved by then stay here.
-    pub async fn drain_into(&self, other: &dyn SessionStore) -> Result<DrainReport, StoreError> {
-        let mut report = DrainReport::default();
-        let now = now();
-        let entries: Vec<_> = self.cache.iter().collect();
-        for (key, record) in entries {
-            if record.is_expired(now) {
-                continue;
-            }
-            if other.create(&key, &record.record()).await? {
-                let version = record.version;
-                self.remove_if(&key, |r| r.version == version).await;
-                report.moved += 1;
-            } else {
-                report.skipped += 1;
+    /// The first error of `other`; sessions not moved by then stay here, and
+    /// the store keeps forwarding (a request for one of them moves it). A
+    /// session `other` refuses without holding one is not an error: it is
+    /// counted in [`kept`](DrainReport::kept), and a write to it fails (to
+    /// be retried) rather than go to a store that does not hold it.
+    pub async fn drain_into<S: SessionStore + Clone>(
+        &self,
+        other: &S,
+    ) -> Result<DrainReport, StoreError> {
+        if let Some(other) = (other as &dyn Any).downcast_ref::<Self>()
+            && Arc::ptr_eq(&other.drain, &self.drain)
+        {
+            return Err(StoreError::backend(
+                "a memory store cannot drain into itself",
+            ));
+        }
+        // A drain already started keeps its target.
+        let _ = self.drain.target.set(Arc::new(other.clone()));
+        self.drain.draining.store(true, Ordering::SeqCst);
+        // No create still inserting into memory: the list below is complete,
+        // and nothing is put into memory after it.
+        self.drain.creates_settled().await;
+        let keys: Vec<StoreKey> = self
+            .cache
+            .iter()
+            .map(|(key, _)| StoreKey::clone(&key))
+            .collect();
+        let mut kept = 0;
+        for key in keys {
+            if self.hand_over(&key).await? == HandOver::Refused {
+                kept += 1;
             }
         }
-        Ok(report)
+        Ok(self.drain.report(kept))
+    }
+
+    /// Whether a [`drain_into`](Self::drain_into) has started: this store
+    /// then forwards to the drain's target.
+    pub fn is_draining(&self) -> bool {
+        self.drain.target().is_some()
+    }
+
+    /// While draining: moves `key`'s session to the target (if this store
+    /// holds it), then gives the target for the call itself, and what the
+    /// hand-over did. After [`HandOver::Refused`] the session is still here
+    /// and the target does not hold it: the call must not go there as is.
+    async fn forward(
+        &self,
+        key: &StoreKey,
+    ) -> Result<(&Arc<dyn SessionStore>, HandOver), StoreError> {
+        let handed = self.hand_over(key).await?;
+        let target = self
+            .drain
+            .target()
+            .ok_or_else(|| StoreError::backend("memory store forwarding without a drain"))?;
+        Ok((target, handed))
+    }
+
+    /// Moves the live record under `key`, if any, to the drain's target and
+    /// removes it here. It runs in its own task when a runtime is at hand,
+    /// so a caller that gives up (a timeout, a client gone) cannot cut it
+    /// between the copy and the removal.
+    async fn hand_over(&self, key: &StoreKey) -> Result<HandOver, StoreError> {
+        // Nothing is put into memory while draining: absent stays absent.
+        if !self.cache.contains_key(key) {
+            return Ok(HandOver::Absent);
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let (store, key) = (self.clone(), key.clone());
+                runtime
+                    .spawn(async move { store.hand_over_now(&key).await })
+                    .await
+                    .map_err(StoreError::backend)?
+            }
+            Err(_) => self.hand_over_now(key).await,
+        }
+    }
+
+    async fn hand_over_now(&self, key: &StoreKey) -> Result<HandOver, StoreError> {
+        let Some(target) = self.drain.target() else {
+            return Ok(HandOver::Absent);
+        };
+        let mut outcome = HandOver::Absent;
+        let decided = &mut outcome;
+        let result = self
+            .cache
+            .entry_by_ref(key)
+            .and_try_compute_with(|entry| async move {
+                // Under the key's lock: no call on this key runs until the
+                // copy is made and the record removed here.
+                let Some(stored) = live(entry.as_ref(), now()) else {
+                    return Ok(Op::Nop);
+                };
+                let record = stored.record();
+                *decided = if target.create(key, &record).await? {
+                    HandOver::Moved
+                } else {
+                    match target.load(key).await? {
+                        // An earlier copy of ours whose removal here never
+                        // happened: moved all the same.
+                        Some(there) if there == record => HandOver::Moved,
+                        Some(_) => HandOver::Skipped,
+                        // Refused without a live record there (a store may
+                        // block a key for a while): ours stays.
+                        None => HandOver::Refused,
+                    }
+                };
+                if *decided == HandOver::Refused {
+                    return Ok(Op::Nop);
+                }
+                if let Some(p) = &stored.principal {
+                    self.index().remove(p, key);
+                }
+                Ok::<_, StoreError>(Op::Remove)
+            })
+            .await?;
+        let removed = matches!(result, CompResult::Removed(_));
+        match outcome {
+            HandOver::Moved if removed => {
+                self.drain.moved.fetch_add(1, Ordering::SeqCst);
+            }
+            HandOver::Skipped if removed => {
+                self.drain.skipped.fetch_add(1, Ordering::SeqCst);
+            }
+            _ => {}
+        }
+        Ok(outcome)
     }
 
     fn index(&self) -> MutexGuard<'_, PrincipalIndex> {
@@ -280,12 +544,14 @@ impl MemoryStore {
 
     /// Removes the record under `key` if it is live and `pred` holds, under
     /// the key's lock, keeping the index in step. Returns whether it did.
+    /// While draining it never removes (records only leave by being handed over).
     async fn remove_if(&self, key: &StoreKey, pred: impl FnOnce(&Record) -> bool) -> bool {
         let result = self
             .cache
             .entry_by_ref(key)
             .and_compute_with(|entry| {
                 let op = match entry.as_ref().map(|e| &**e.value()) {
+                    _ if self.drain.target().is_some() => Op::Nop,
                     Some(record) if !record.is_expired(now()) && pred(record) => {
                         if let Some(p) = &record.principal {
                             self.index().remove(p, key);
@@ -298,6 +564,38 @@ impl MemoryStore {
             })
             .await;
         matches!(result, CompResult::Removed(_))
+    }
+
+    /// Removes the live record under `key` from memory if `pred` holds,
+    /// whatever the mode (for a session the drain's target refused), under
+    /// the key's lock, keeping the index in step.
+    async fn remove_here(
+        &self,
+        key: &StoreKey,
+        pred: impl FnOnce(&Record) -> bool,
+    ) -> DeleteOutcome {
+        let mut outcome = DeleteOutcome::Gone;
+        self.cache
+            .entry_by_ref(key)
+            .and_compute_with(|entry| {
+                let op = match live(entry.as_ref(), now()) {
+                    None => Op::Nop,
+                    Some(record) if !pred(record) => {
+                        outcome = DeleteOutcome::Conflict;
+                        Op::Nop
+                    }
+                    Some(record) => {
+                        outcome = DeleteOutcome::Deleted;
+                        if let Some(p) = &record.principal {
+                            self.index().remove(p, key);
+                        }
+                        Op::Remove
+                    }
+                };
+                std::future::ready(op)
+            })
+            .await;
+        outcome
     }
 
     /// Drops `key` from `principal`'s set unless its record is live and
@@ -342,6 +640,12 @@ impl MemoryStore {
     }
 }
 
+/// The error of a write to a session the drain's target refused for now
+/// (see `HandOver::Refused`): the caller tries again later.
+fn refused() -> StoreError {
+    StoreError::backend("the drain's target refused this session for now; try again")
+}
+
 fn live(
     entry: Option<&moka::Entry<StoreKey, Arc<Stored>>>,
     now: OffsetDateTime,
@@ -349,9 +653,28 @@ fn live(
     entry.map(|e| &**e.value()).filter(|r| !r.is_expired(now))
 }
 
+impl MemoryStore {
+    /// `create` while draining: a key still held here (its hand-over was
+    /// refused) is taken; any other goes to the target.
+    async fn create_forwarded(&self, key: &StoreKey, record: &Record) -> Result<bool, StoreError> {
+        match self.forward(key).await? {
+            (_, HandOver::Refused) => Ok(false),
+            (target, _) => target.create(key, record).await,
+        }
+    }
+}
+
 #[async_trait]
 impl SessionStore for MemoryStore {
     async fn create(&self, key: &StoreKey, record: &Record) -> Result<bool, StoreError> {
+        if self.drain.target().is_some() {
+            return self.create_forwarded(key, record).await;
+        }
+        let creating = Creating::enter(&self.drain);
+        if self.drain.target().is_some() {
+            drop(creating);
+            return self.create_forwarded(key, record).await;
+        }
         let new = Arc::new(Stored::new(record));
         let result = self
             .cache
@@ -369,6 +692,7 @@ impl SessionStore for MemoryStore {
                 std::future::ready(op)
             })
             .await;
+        drop(creating);
         let created = matches!(
             result,
             CompResult::Inserted(_) | CompResult::ReplacedWith(_)
@@ -381,12 +705,15 @@ impl SessionStore for MemoryStore {
 
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
         let now = now();
-        Ok(self
-            .cache
-            .get(key)
-            .await
-            .filter(|r| !r.is_expired(now))
-            .map(|r| r.record()))
+        if let Some(record) = self.cache.get(key).await.filter(|r| !r.is_expired(now)) {
+            return Ok(Some(record.record()));
+        }
+        // Only after memory said no: a key handed over is removed here after
+        // `draining` is set, so a miss caused by a hand-over sees the target.
+        match self.drain.target() {
+            Some(target) => target.load(key).await,
+            None => Ok(None),
+        }
     }
 
     async fn save(
@@ -397,10 +724,17 @@ impl SessionStore for MemoryStore {
     ) -> Result<SaveOutcome, StoreError> {
         let new = Arc::new(Stored::new(record));
         let mut outcome = SaveOutcome::Gone;
+        let mut forward = false;
         self.cache
             .entry_by_ref(key)
             .and_compute_with(|entry| {
+                // Decided under the key's lock, so a save cannot reach
+                // memory after the key was handed over.
                 let op = match live(entry.as_ref(), now()) {
+                    _ if self.drain.target().is_some() => {
+                        forward = true;
+                        Op::Nop
+                    }
                     None => Op::Nop,
                     Some(current) if current.version != expected_version => {
                         outcome = SaveOutcome::Conflict;
@@ -419,6 +753,12 @@ impl SessionStore for MemoryStore {
                 std::future::ready(op)
             })
             .await;
+        if forward {
+            return match self.forward(key).await? {
+                (_, HandOver::Refused) => Err(refused()),
+                (target, _) => target.save(key, record, expected_version).await,
+            };
+        }
         Ok(outcome)
     }
 
@@ -428,11 +768,16 @@ impl SessionStore for MemoryStore {
         idle_deadline: OffsetDateTime,
     ) -> Result<bool, StoreError> {
         let mut touched = false;
+        let mut forward = false;
         self.cache
             .entry_by_ref(key)
             .and_compute_with(|entry| {
                 let now = now();
                 let op = match live(entry.as_ref(), now) {
+                    _ if self.drain.target().is_some() => {
+                        forward = true;
+                        Op::Nop
+                    }
                     None => Op::Nop,
                     Some(current) => {
                         touched = true;
@@ -452,16 +797,27 @@ impl SessionStore for MemoryStore {
                 std::future::ready(op)
             })
             .await;
+        if forward {
+            return match self.forward(key).await? {
+                (_, HandOver::Refused) => Err(refused()),
+                (target, _) => target.touch(key, idle_deadline).await,
+            };
+        }
         Ok(touched)
     }
 
     async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
         // Through the key's lock like every write, so a save or touch that
         // already read the record cannot put it back after this.
+        let mut forward = false;
         self.cache
             .entry_by_ref(key)
             .and_compute_with(|entry| {
                 let op = match entry.as_ref().map(|e| &**e.value()) {
+                    _ if self.drain.target().is_some() => {
+                        forward = true;
+                        Op::Nop
+                    }
                     Some(record) => {
                         if let Some(p) = &record.principal {
                             self.index().remove(p, key);
@@ -473,6 +829,15 @@ impl SessionStore for MemoryStore {
                 std::future::ready(op)
             })
             .await;
+        if forward {
+            // Handed over first, then deleted there: a copy the drain is
+            // making right now cannot outlive this logout.
+            let (target, handed) = self.forward(key).await?;
+            if handed == HandOver::Refused {
+                self.remove_here(key, |_| true).await;
+            }
+            return target.delete(key).await;
+        }
         Ok(())
     }
 
@@ -482,10 +847,15 @@ impl SessionStore for MemoryStore {
         expected_version: u64,
     ) -> Result<DeleteOutcome, StoreError> {
         let mut outcome = DeleteOutcome::Gone;
+        let mut forward = false;
         self.cache
             .entry_by_ref(key)
             .and_compute_with(|entry| {
                 let op = match live(entry.as_ref(), now()) {
+                    _ if self.drain.target().is_some() => {
+                        forward = true;
+                        Op::Nop
+                    }
                     None => Op::Nop,
                     Some(current) if current.version != expected_version => {
                         outcome = DeleteOutcome::Conflict;
@@ -502,6 +872,18 @@ impl SessionStore for MemoryStore {
                 std::future::ready(op)
             })
             .await;
+        if forward {
+            let (target, handed) = self.forward(key).await?;
+            if handed == HandOver::Refused {
+                let here = self
+                    .remove_here(key, |r| r.version == expected_version)
+                    .await;
+                if here != DeleteOutcome::Gone {
+                    return Ok(here);
+                }
+            }
+            return target.delete_if_unchanged(key, expected_version).await;
+        }
         Ok(outcome)
     }
 
@@ -520,6 +902,12 @@ impl SessionStore for MemoryStore {
                 _ => self.prune_key(principal, &key).await,
             }
         }
+        // After memory, as in `load`: a session handed over meanwhile is there.
+        if let Some(target) = self.drain.target() {
+            let here: HashSet<StoreKey> = sessions.iter().map(|s| s.key.clone()).collect();
+            let there = target.list_by_principal(principal).await?;
+            sessions.extend(there.into_iter().filter(|s| !here.contains(&s.key)));
+        }
         sessions.sort_by_key(|s| std::cmp::Reverse(s.last_access));
         Ok(sessions)
     }
@@ -537,15 +925,35 @@ impl SessionStore for MemoryStore {
                 self.prune_key(principal, &key).await;
             }
         }
+        // While draining nothing was removed above: hand the principal's
+        // sessions over, then delete them all in the target.
+        if let Some(target) = self.drain.target() {
+            let keys = self.index().snapshot(principal);
+            for key in keys {
+                if self.hand_over(&key).await? == HandOver::Refused
+                    && self
+                        .remove_here(&key, |r| r.principal.as_deref() == Some(principal))
+                        .await
+                        == DeleteOutcome::Deleted
+                {
+                    deleted += 1;
+                }
+            }
+            deleted += target.delete_by_principal(principal).await?;
+        }
         Ok(deleted)
     }
 
     /// Runs the cache's housekeeping and prunes the principal index. Returns
     /// `0`: expired records are invisible at once and their memory is
-    /// reclaimed by the cache itself.
+    /// reclaimed by the cache itself. While draining, the target's
+    /// `delete_expired` runs too and its count is returned.
     async fn delete_expired(&self) -> Result<u64, StoreError> {
         self.cache.run_pending_tasks().await;
         self.prune().await;
-        Ok(0)
+        match self.drain.target() {
+            Some(target) => target.delete_expired().await,
+            None => Ok(0),
+        }
     }
 }

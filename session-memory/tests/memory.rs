@@ -40,10 +40,16 @@ async fn drain_into_moves_every_live_session_and_its_data() {
             .await
             .unwrap()
     );
-    // Already in the target: skipped, and kept on both sides.
+    // A key the target already holds, with another record: the target's
+    // record stays as it is (skipped), this store's copy is dropped.
     let shared = new_key();
-    assert!(local.create(&shared, &new_record()).await.unwrap());
-    assert!(next.create(&shared, &new_record()).await.unwrap());
+    let mut ours = new_record();
+    ours.data.insert("side".into(), json!("memory"));
+    let mut theirs = new_record();
+    theirs.data.insert("side".into(), json!("target"));
+    theirs.version = 5;
+    assert!(local.create(&shared, &ours).await.unwrap());
+    assert!(next.create(&shared, &theirs).await.unwrap());
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     let report = local.drain_into(&next).await.unwrap();
@@ -52,7 +58,9 @@ async fn drain_into_moves_every_live_session_and_its_data() {
     for (i, key) in keys.iter().enumerate() {
         let record = next.load(key).await.unwrap().expect("moved");
         assert_eq!(record.data["i"], json!(i));
-        assert_eq!(local.load(key).await.unwrap(), None, "still held locally");
+        // Memory no longer holds it (see the count at the end); a late
+        // request through this store gets the target's record.
+        assert_eq!(local.load(key).await.unwrap(), Some(record));
     }
     assert_eq!(
         next.load(&dead).await.unwrap(),
@@ -64,7 +72,25 @@ async fn drain_into_moves_every_live_session_and_its_data() {
         20,
         "the principal index came along"
     );
-    assert!(local.load(&shared).await.unwrap().is_some());
+    assert_eq!(
+        next.load(&shared).await.unwrap(),
+        Some(theirs.clone()),
+        "the target's record was overwritten"
+    );
+    // Requests still reaching this store see the target's record too.
+    assert_eq!(local.load(&shared).await.unwrap(), Some(theirs));
+    // The expired session is reclaimed by the cache's housekeeping (its
+    // timer wheel ticks about once a second); the others must be gone now.
+    let mut held = u64::MAX;
+    for _ in 0..30 {
+        local.delete_expired().await.unwrap();
+        held = local.len();
+        if held == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(held, 0, "sessions still held locally after the drain");
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! [`MigratingStore`]: move from one backend to another without logging anyone out.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use session_core::time::OffsetDateTime;
 use session_core::{
@@ -8,84 +9,232 @@ use session_core::{
     async_trait,
 };
 
-/// Serves sessions from `new` while they still live in `old`, moving each one
-/// across the first time it is loaded.
+/// Serves sessions from two stores while they move from `old` to `new`,
+/// each one the first time it is loaded, without logging anyone out.
 ///
-/// Put it in place of the store when changing backends (for example from the
-/// memory store to Redis, or from one Redis to another): every session that
-/// exists in the old store keeps working, is copied into the new one on its
-/// next request and deleted from the old one. Writes only ever go to `new`.
-/// Once the old store is empty (or its sessions have expired), replace the
-/// `MigratingStore` with the new store alone.
+/// **The old store decides while it holds a session**: every call looks
+/// there first and only goes to `new` for a session `old` does not hold.
+/// A move copies the session into `new` (same version, deadlines and
+/// principal), then deletes it from `old` with a compare-and-delete on the
+/// version it copied; the copy only counts once that delete succeeded. So a
+/// write that reaches `old` during the copy wins (the move gives up, to try
+/// again on a later load), a logout during the copy removes the copy too,
+/// and two requests moving one session at once both keep it.
 ///
-/// - `load`: `new`, else `old`; a session found in `old` is created in `new`
-///   (keeping its version, deadlines and principal), then deleted from `old`.
-/// - `create`: in `new`, only if neither store holds a live record under the key.
-/// - `save`, `touch`: `new` (a touch falls back to `old` for a session not yet moved).
-/// - `delete`, `delete_by_principal`, `delete_expired`: both.
-/// - `list_by_principal`: both, without duplicates.
+/// # Changing backends with a rolling deploy
+///
+/// Instances serving from `old` alone know nothing of moves: once a session
+/// moved they would not find it (logging its user out) or would write to a
+/// copy nobody reads. So while any of them runs, nothing may move. Deploy in
+/// three steps, each a plain rolling deploy:
+///
+/// 1. `MigratingStore::new(old, new).moving(false)` everywhere. It behaves
+///    like `old` alone (new sessions go to `old`, nothing moves) but also
+///    finds and writes sessions in `new`, so it works next to step 2.
+/// 2. `MigratingStore::new(old, new)` everywhere: sessions move on their
+///    next load, new ones are created in `new`.
+/// 3. Once `old` holds no live session (every one moved or expired), `new`
+///    alone.
+///
+/// Skipping step 1 (old-store instances next to moving ones) loses sessions
+/// and writes; going to step 3 early loses the sessions still in `old`.
+///
+/// - `load`: `old`, else `new`; a session found in `old` is moved (when moving).
+/// - `create`: only if neither store holds a live record under the key; in
+///   `new` when moving, in `old` when not.
+/// - `save`, `touch`, `delete_if_unchanged`: `old`, and `new` if `old` does
+///   not hold the session (`delete_if_unchanged` also deletes any copy in
+///   `new` of a session it deleted in `old`).
+/// - `delete`, `delete_by_principal`, `delete_expired`: both, `old` first (a
+///   session caught in the middle of its move may count twice).
+/// - `list_by_principal`: both, without duplicates (`old`'s entry first).
+///
+/// Until step 3 each request costs one more store call for a session that
+/// already moved (`old` answers "not here" first). A touch (which changes no
+/// version) that reaches `old` during a copy can be lost: the session keeps
+/// its earlier idle deadline until its next touch or save. A move runs in its own
+/// task (when a Tokio runtime is at hand), so a request dropped halfway does
+/// not leave it half done. A process that dies halfway leaves a copy in
+/// `new` that `old` overrides: the session keeps working from `old` (a
+/// logout or login ends it in both stores), but it is not moved again
+/// (no request can tell an abandoned copy from one still being made), so
+/// it stays in `old` until it ends; before step 3, wait for such sessions to
+/// expire (at most the absolute lifetime).
 ///
 /// ```
 /// use session::{MigratingStore, MemoryStore, SessionLayer};
 ///
 /// let (old, new) = (MemoryStore::new(), MemoryStore::new());
-/// let layer = SessionLayer::new(MigratingStore::new(old, new));
+/// // Step 1 of a rolling deploy; step 2 drops `.moving(false)`.
+/// let layer = SessionLayer::new(MigratingStore::new(old, new).moving(false));
 /// ```
-#[derive(Clone, Debug)]
 pub struct MigratingStore<Old, New> {
+    stores: Arc<Stores<Old, New>>,
+    moving: bool,
+}
+
+#[derive(Debug)]
+struct Stores<Old, New> {
     old: Old,
     new: New,
 }
 
+impl<Old, New> Clone for MigratingStore<Old, New> {
+    fn clone(&self) -> Self {
+        Self {
+            stores: self.stores.clone(),
+            moving: self.moving,
+        }
+    }
+}
+
+impl<Old: std::fmt::Debug, New: std::fmt::Debug> std::fmt::Debug for MigratingStore<Old, New> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MigratingStore")
+            .field("old", &self.stores.old)
+            .field("new", &self.stores.new)
+            .field("moving", &self.moving)
+            .finish()
+    }
+}
+
 impl<Old, New> MigratingStore<Old, New> {
-    /// Reads fall back to `old` and move sessions into `new`; writes go to `new`.
+    /// Serves from both stores and moves each session from `old` to `new`
+    /// on its next load; new sessions go to `new`.
     pub fn new(old: Old, new: New) -> Self {
-        Self { old, new }
+        Self {
+            stores: Arc::new(Stores { old, new }),
+            moving: true,
+        }
+    }
+
+    /// Whether loads move sessions into `new` (and new sessions are created
+    /// there): `true` by default. `false` is step 1 of a rolling deploy (see
+    /// the type's docs): safe next to instances that use `old` alone.
+    ///
+    /// ```
+    /// use session::{MigratingStore, MemoryStore};
+    ///
+    /// let store = MigratingStore::new(MemoryStore::new(), MemoryStore::new()).moving(false);
+    /// assert!(!store.is_moving());
+    /// ```
+    #[must_use]
+    pub fn moving(mut self, moving: bool) -> Self {
+        self.moving = moving;
+        self
+    }
+
+    /// Whether loads move sessions into `new`.
+    pub fn is_moving(&self) -> bool {
+        self.moving
     }
 
     /// The store sessions are moving out of.
     pub fn old(&self) -> &Old {
-        &self.old
+        &self.stores.old
     }
 
     /// The store sessions are moving into.
     pub fn new_store(&self) -> &New {
-        &self.new
+        &self.stores.new
+    }
+}
+
+impl<Old: SessionStore, New: SessionStore> Stores<Old, New> {
+    /// Moves `record`, just loaded from `old`, into `new`; returns the
+    /// session as it stands after the attempt.
+    ///
+    /// Only the request whose copy `new` accepted may finish the move, and
+    /// it finishes it with `old`'s compare-and-delete. Nothing else deletes
+    /// a session from `old` but logouts (`delete`, `delete_by_principal`,
+    /// `delete_if_unchanged`) and expiry, so when that delete finds the
+    /// session gone, it ended during the copy, and the copy goes too. A
+    /// request whose copy was refused (another is moving the session, or a
+    /// move was cut short) leaves `old` alone and serves what `old` holds.
+    /// Writes go to `old` while it holds the session, so nobody writes to a
+    /// copy before its move is done.
+    async fn move_to_new(
+        &self,
+        key: &StoreKey,
+        record: Record,
+    ) -> Result<Option<Record>, StoreError> {
+        let version = record.version;
+        if !self.new.create(key, &record).await? {
+            return match self.old.load(key).await? {
+                Some(current) => Ok(Some(current)),
+                None => self.new.load(key).await,
+            };
+        }
+        match self.old.delete_if_unchanged(key, version).await? {
+            DeleteOutcome::Deleted => {
+                tracing::debug!(key = key.short(), "session moved to the new store");
+                Ok(Some(record))
+            }
+            DeleteOutcome::Conflict => {
+                // Written during the copy: `old` still decides. Drop the copy
+                // (only if still ours untouched); a later load moves it.
+                self.new.delete_if_unchanged(key, version).await?;
+                match self.old.load(key).await? {
+                    Some(current) => Ok(Some(current)),
+                    None => self.new.load(key).await,
+                }
+            }
+            DeleteOutcome::Gone => {
+                // Logged out (or expired) during the copy: the copy must not
+                // outlive it, even if a write reached it meanwhile.
+                self.new.delete(key).await?;
+                Ok(None)
+            }
+        }
+    }
+}
+
+impl<Old: SessionStore, New: SessionStore> MigratingStore<Old, New> {
+    /// [`Stores::move_to_new`] in its own task when a runtime is at hand,
+    /// so that a caller giving up cannot stop it between its steps.
+    async fn move_to_new(
+        &self,
+        key: &StoreKey,
+        record: Record,
+    ) -> Result<Option<Record>, StoreError> {
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let (stores, key) = (self.stores.clone(), key.clone());
+                runtime
+                    .spawn(async move { stores.move_to_new(&key, record).await })
+                    .await
+                    .map_err(StoreError::backend)?
+            }
+            Err(_) => self.stores.move_to_new(key, record).await,
+        }
     }
 }
 
 #[async_trait]
 impl<Old: SessionStore, New: SessionStore> SessionStore for MigratingStore<Old, New> {
     async fn create(&self, key: &StoreKey, record: &Record) -> Result<bool, StoreError> {
-        if self.old.load(key).await?.is_some() {
-            return Ok(false);
+        let Stores { old, new } = &*self.stores;
+        if self.moving {
+            if old.load(key).await?.is_some() {
+                return Ok(false);
+            }
+            new.create(key, record).await
+        } else {
+            if new.load(key).await?.is_some() {
+                return Ok(false);
+            }
+            old.create(key, record).await
         }
-        self.new.create(key, record).await
     }
 
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
-        if let Some(record) = self.new.load(key).await? {
-            return Ok(Some(record));
-        }
-        let Some(record) = self.old.load(key).await? else {
-            // A parallel load may have moved it between our two reads: it
-            // creates in `new` before deleting from `old`, so look again.
-            return self.new.load(key).await;
-        };
-        if self.new.create(key, &record).await? {
-            // A logout deletes from `old`, then from `new`. If it got to
-            // `old` while we were copying, our copy must not outlive it.
-            if self.old.load(key).await?.is_none() {
-                self.new.delete(key).await?;
-                return Ok(None);
-            }
-            self.old.delete(key).await?;
-            tracing::debug!(key = key.short(), "session moved to the new store");
-            Ok(Some(record))
-        } else {
-            // Someone moved (and maybe already changed) it first: theirs is current.
-            self.old.delete(key).await?;
-            self.new.load(key).await
+        let Stores { old, new } = &*self.stores;
+        match old.load(key).await? {
+            Some(record) if self.moving => self.move_to_new(key, record).await,
+            Some(record) => Ok(Some(record)),
+            // A move creates the copy before it deletes from `old`: a session
+            // `old` no longer holds is in `new` already (or gone).
+            None => new.load(key).await,
         }
     }
 
@@ -95,7 +244,11 @@ impl<Old: SessionStore, New: SessionStore> SessionStore for MigratingStore<Old, 
         record: &Record,
         expected_version: u64,
     ) -> Result<SaveOutcome, StoreError> {
-        self.new.save(key, record, expected_version).await
+        let Stores { old, new } = &*self.stores;
+        match old.save(key, record, expected_version).await? {
+            SaveOutcome::Gone => new.save(key, record, expected_version).await,
+            outcome => Ok(outcome),
+        }
     }
 
     async fn touch(
@@ -103,17 +256,19 @@ impl<Old: SessionStore, New: SessionStore> SessionStore for MigratingStore<Old, 
         key: &StoreKey,
         idle_deadline: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        if self.new.touch(key, idle_deadline).await? {
+        let Stores { old, new } = &*self.stores;
+        if old.touch(key, idle_deadline).await? {
             return Ok(true);
         }
-        self.old.touch(key, idle_deadline).await
+        new.touch(key, idle_deadline).await
     }
 
     async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
-        // Old first: a parallel load that copied the session into `new`
-        // checks `old` again afterwards and drops its copy (see `load`).
-        self.old.delete(key).await?;
-        self.new.delete(key).await
+        // Old first: a move that copied the session meanwhile then finds it
+        // gone from `old` and drops its copy (see `move_to_new`).
+        let Stores { old, new } = &*self.stores;
+        old.delete(key).await?;
+        new.delete(key).await
     }
 
     async fn delete_if_unchanged(
@@ -121,28 +276,37 @@ impl<Old: SessionStore, New: SessionStore> SessionStore for MigratingStore<Old, 
         key: &StoreKey,
         expected_version: u64,
     ) -> Result<DeleteOutcome, StoreError> {
-        // A session a load has seen lives in `new` (the load moved it); one
-        // only `old` still holds was never moved, so `old` decides for it.
-        match self.new.delete_if_unchanged(key, expected_version).await? {
-            DeleteOutcome::Gone => self.old.delete_if_unchanged(key, expected_version).await,
-            outcome => Ok(outcome),
+        // `old` decides while it holds the session. When it deletes it, any
+        // copy in `new` goes too (a move under way, or one cut short):
+        // otherwise the retired id would come back from there.
+        let Stores { old, new } = &*self.stores;
+        match old.delete_if_unchanged(key, expected_version).await? {
+            DeleteOutcome::Deleted => {
+                new.delete(key).await?;
+                Ok(DeleteOutcome::Deleted)
+            }
+            DeleteOutcome::Conflict => Ok(DeleteOutcome::Conflict),
+            DeleteOutcome::Gone => new.delete_if_unchanged(key, expected_version).await,
         }
     }
 
     async fn list_by_principal(&self, principal: &str) -> Result<Vec<SessionInfo>, StoreError> {
-        let mut sessions = self.new.list_by_principal(principal).await?;
+        let Stores { old, new } = &*self.stores;
+        let mut sessions = old.list_by_principal(principal).await?;
         let seen: HashSet<StoreKey> = sessions.iter().map(|s| s.key.clone()).collect();
-        let old = self.old.list_by_principal(principal).await?;
-        sessions.extend(old.into_iter().filter(|s| !seen.contains(&s.key)));
+        let moved = new.list_by_principal(principal).await?;
+        sessions.extend(moved.into_iter().filter(|s| !seen.contains(&s.key)));
+        sessions.sort_by_key(|s| std::cmp::Reverse(s.last_access));
         Ok(sessions)
     }
 
     async fn delete_by_principal(&self, principal: &str) -> Result<u64, StoreError> {
-        Ok(self.old.delete_by_principal(principal).await?
-            + self.new.delete_by_principal(principal).await?)
+        let Stores { old, new } = &*self.stores;
+        Ok(old.delete_by_principal(principal).await? + new.delete_by_principal(principal).await?)
     }
 
     async fn delete_expired(&self) -> Result<u64, StoreError> {
-        Ok(self.old.delete_expired().await? + self.new.delete_expired().await?)
+        let Stores { old, new } = &*self.stores;
+        Ok(old.delete_expired().await? + new.delete_expired().await?)
     }
 }
