@@ -95,6 +95,7 @@ macro_rules! conformance_tests {
             cycle_id_racing_a_write_to_the_old_id,
             non_conflicting_commits_make_no_extra_store_calls,
             failed_handler_commits_nothing,
+            size_limit_holds_when_parallel_writes_combine,
         );
     };
 }

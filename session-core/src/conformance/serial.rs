@@ -112,6 +112,25 @@ async fn login(State(probe): State<Probe>, session: Session) -> Answer {
     Ok(n.to_string())
 }
 
+/// Inserts `bytes` bytes under `key` (held after the insert when armed);
+/// `413` when the layer refuses it as too large.
+async fn blob(
+    State(probe): State<Probe>,
+    session: Session,
+    Path((key, bytes)): Path<(String, usize)>,
+) -> Result<String, (StatusCode, String)> {
+    probe.ran("blob");
+    match session.insert(&key, "x".repeat(bytes)).await {
+        Ok(()) => {}
+        Err(SessionError::TooLarge { size, limit }) => {
+            return Err((StatusCode::PAYLOAD_TOO_LARGE, format!("{size} > {limit}")));
+        }
+        Err(error) => return Err((StatusCode::SERVICE_UNAVAILABLE, error.to_string())),
+    }
+    probe.hold().await;
+    Ok("stored".to_owned())
+}
+
 async fn destroy(session: Session) -> Answer {
     session.destroy().await?;
     Ok("destroyed".to_owned())
@@ -134,6 +153,7 @@ fn instance(layer: SessionLayer, probe: &Probe) -> Router {
         .route("/bump", get(bump))
         .route("/login", get(login).post(login))
         .route("/destroy", get(destroy))
+        .route("/blob/{key}/{bytes}", get(blob))
         .route("/fail", get(fail))
         .with_state(probe.clone())
         .layer(layer)
@@ -490,4 +510,41 @@ pub async fn failed_handler_commits_nothing<S: SessionStore>(store: S) {
         "a failed request's change was saved"
     );
     assert_eq!(record.version, 0);
+}
+
+/// Two parallel requests each add 40 000 bytes under their own key: each
+/// fits the 64 KiB limit alone, both together do not. The one that commits
+/// second meets the first's write; its changes on the fresh record would
+/// pass the limit, so they are not committed: it runs again and is told
+/// its value is too large. Nothing over the limit is ever stored.
+pub async fn size_limit_holds_when_parallel_writes_combine<S: SessionStore>(store: S) {
+    let store: Arc<dyn SessionStore> = Arc::new(store);
+    let (apps, probe) = instances(&store, 2);
+    let pair = send(&apps[0], "/set/a/1", None)
+        .await
+        .cookie_pair()
+        .expect("cookie");
+    probe.arm();
+    let held = {
+        let (app, pair) = (apps[0].clone(), pair.clone());
+        tokio::spawn(async move { get_with(&app, "/blob/one/40000", &pair).await })
+    };
+    probe.loaded.notified().await;
+    let other = get_with(&apps[1], "/blob/two/40000", &pair).await;
+    assert_eq!(other.status, StatusCode::OK, "{}", other.body);
+    probe.release.notify_one();
+    let late = held.await.expect("task");
+    assert_eq!(late.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", late.body);
+    let record = stored(&store, &pair).await.expect("session");
+    let size = serde_json::to_vec(&record.data).expect("json").len();
+    assert!(
+        size <= crate::layer::DEFAULT_MAX_SESSION_SIZE,
+        "{size} bytes stored"
+    );
+    assert!(record.data.contains_key("two"));
+    assert!(
+        !record.data.contains_key("one"),
+        "the refused value was stored"
+    );
+    assert_eq!(probe.runs("blob"), 3, "two runs, one re-run");
 }

@@ -66,6 +66,7 @@ pub use service::{ResponseFuture, SessionService};
 use tower_layer::Layer;
 
 use crate::cookies::CookieConfig;
+pub use crate::cookies::CookieConfigError;
 use crate::{Expiry, SessionStore};
 
 /// The cookie name used unless [`SessionLayer::cookie_name`] says otherwise.
@@ -220,10 +221,34 @@ impl SessionLayer {
     /// # use session_memory::MemoryStore;
     /// let layer = SessionLayer::new(MemoryStore::default()).cookie_name("sid");
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `name` is not a token: a misconfigured layer fails when it is
+    /// built, not by logging users out. For a name from configuration use
+    /// [`try_cookie_name`](Self::try_cookie_name).
     #[must_use]
     pub fn cookie_name(self, name: impl Into<String>) -> Self {
+        self.try_cookie_name(name)
+            .unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// [`cookie_name`](Self::cookie_name) for a name that may be invalid.
+    ///
+    /// ```
+    /// # use session_core::{CookieConfigError, SessionLayer};
+    /// # use session_memory::MemoryStore;
+    /// let refused = SessionLayer::new(MemoryStore::default()).try_cookie_name("my session");
+    /// assert!(matches!(refused, Err(CookieConfigError::Name(_))));
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`CookieConfigError::Name`] if `name` is not an RFC 6265 token.
+    pub fn try_cookie_name(self, name: impl Into<String>) -> Result<Self, CookieConfigError> {
         let name = name.into();
-        self.with(|c| c.cookie.name = name)
+        crate::cookies::check_name(&name)?;
+        Ok(self.with(|c| c.cookie.name = name))
     }
 
     /// The cookie's `Domain` (default none: the cookie goes to the exact host only).
@@ -233,10 +258,32 @@ impl SessionLayer {
     /// # use session_memory::MemoryStore;
     /// let layer = SessionLayer::new(MemoryStore::default()).domain("example.com");
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `domain` is not a host name (ASCII letters, digits, `-`, `.`);
+    /// see [`try_domain`](Self::try_domain).
     #[must_use]
     pub fn domain(self, domain: impl Into<String>) -> Self {
+        self.try_domain(domain)
+            .unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// [`domain`](Self::domain) for a domain that may be invalid.
+    ///
+    /// ```
+    /// # use session_core::SessionLayer;
+    /// # use session_memory::MemoryStore;
+    /// assert!(SessionLayer::new(MemoryStore::default()).try_domain("example.com; x").is_err());
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`CookieConfigError::Domain`] if `domain` is not a host name.
+    pub fn try_domain(self, domain: impl Into<String>) -> Result<Self, CookieConfigError> {
         let domain = domain.into();
-        self.with(|c| c.cookie.domain = Some(domain))
+        crate::cookies::check_domain(&domain)?;
+        Ok(self.with(|c| c.cookie.domain = Some(domain)))
     }
 
     /// The cookie's `Path` (default `/`).
@@ -246,10 +293,32 @@ impl SessionLayer {
     /// # use session_memory::MemoryStore;
     /// let layer = SessionLayer::new(MemoryStore::default()).path("/app");
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `path` does not start with `/` or holds `;`, a control or a
+    /// non-ASCII character; see [`try_path`](Self::try_path).
     #[must_use]
     pub fn path(self, path: impl Into<String>) -> Self {
+        self.try_path(path)
+            .unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// [`path`](Self::path) for a path that may be invalid.
+    ///
+    /// ```
+    /// # use session_core::SessionLayer;
+    /// # use session_memory::MemoryStore;
+    /// assert!(SessionLayer::new(MemoryStore::default()).try_path("app").is_err());
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`CookieConfigError::Path`] if `path` is not a cookie path.
+    pub fn try_path(self, path: impl Into<String>) -> Result<Self, CookieConfigError> {
         let path = path.into();
-        self.with(|c| c.cookie.path = path)
+        crate::cookies::check_path(&path)?;
+        Ok(self.with(|c| c.cookie.path = path))
     }
 
     /// Whether the cookie is `Secure`, sent over HTTPS only (default `true`).
