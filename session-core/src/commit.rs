@@ -96,7 +96,17 @@ pub(crate) struct Stale {
     /// when it is gone.
     pub(crate) fresh: Option<(Loaded, Record)>,
     /// This process's turn on the session, kept while the request runs again.
-    pub(crate) turn: KeyGuard,
+    pub(crate) turn: Turn,
+}
+
+/// This process's turn on a session, and when the store calls made in it
+/// must be done. Waiting for the turn and the calls made in it each get the
+/// operation timeout, so a request that queued behind others of its session
+/// still has the whole timeout for its save; the re-runs of a stale request
+/// share the budget of the turn they hold.
+pub(crate) struct Turn {
+    guard: KeyGuard,
+    deadline: Instant,
 }
 
 /// When the store calls starting now must be done.
@@ -113,17 +123,15 @@ pub(crate) fn deadline(config: &Config) -> Instant {
 /// found gone leaves the cookie alone: this response may reach the browser
 /// after the parallel one that set a new cookie, and a removal would then
 /// delete the new cookie.
-pub(crate) async fn commit(
-    config: &Config,
-    state: State,
-    turn: Option<KeyGuard>,
-    deadline: Instant,
-) -> Outcome {
+pub(crate) async fn commit(config: &Config, state: State, turn: Option<Turn>) -> Outcome {
     use crate::session::Phase;
     if state.phase != Phase::Ready {
         // Never used, or its load failed: no store call, no cookie change.
         return done(CookieChange::Keep, state.store_failed);
     }
+    let deadline = turn
+        .as_ref()
+        .map_or_else(|| deadline(config), |turn| turn.deadline);
     let mut cookie = CookieChange::Keep;
     for key in &state.doomed {
         let deleted = call(config, "delete", key, deadline, config.store.delete(key)).await;
@@ -140,12 +148,15 @@ pub(crate) async fn commit(
         (Some(loaded), Some(record)) if state.cycle || state.changed => {
             let turn = match turn {
                 // A re-run's turn is on the session it runs on.
-                Some(turn) if turn.key() == &loaded.key => turn,
+                Some(turn) if turn.guard.key() == &loaded.key => turn,
                 _ => {
                     let locked =
                         tokio::time::timeout_at(deadline, config.key_locks.lock(&loaded.key));
                     match locked.await {
-                        Ok(turn) => turn,
+                        Ok(guard) => Turn {
+                            guard,
+                            deadline: self::deadline(config),
+                        },
                         Err(_) => {
                             timed_out(config, "lock", &loaded.key);
                             return Outcome::Failed {
@@ -160,7 +171,7 @@ pub(crate) async fn commit(
                 loaded,
                 ops: &state.ops,
                 reads: &state.reads,
-                deadline,
+                deadline: turn.deadline,
                 turn,
             };
             let outcome = if state.cycle {
@@ -221,7 +232,7 @@ struct Write<'a> {
     ops: &'a [Op],
     reads: &'a Reads,
     deadline: Instant,
-    turn: KeyGuard,
+    turn: Turn,
 }
 
 impl Write<'_> {

@@ -11,11 +11,9 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use time::OffsetDateTime;
 use tokio::sync::{Mutex, MutexGuard};
-use tokio::time::Instant;
 
-use crate::commit::{self, Outcome};
+use crate::commit::{self, Outcome, Turn};
 use crate::layer::Config;
-use crate::locks::KeyGuard;
 use crate::record::now;
 use crate::{Expiry, Id, Record, SessionError, StoreKey};
 
@@ -645,12 +643,12 @@ impl Session {
     /// Commits this request's changes (see `commit`). Called by the layer
     /// once the inner service has produced its response; `turn` is this
     /// process's turn on the session when the request is a re-run.
-    pub(crate) async fn finish(&self, turn: Option<KeyGuard>, deadline: Instant) -> Outcome {
+    pub(crate) async fn finish(&self, turn: Option<Turn>) -> Outcome {
         let mut guard = self.inner.state.lock().await;
         let state = std::mem::take(&mut *guard);
         guard.phase = Phase::Closed;
         drop(guard);
-        commit::commit(&self.inner.config, state, turn, deadline).await
+        commit::commit(&self.inner.config, state, turn).await
     }
 }
 

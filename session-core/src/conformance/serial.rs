@@ -234,19 +234,38 @@ pub async fn get_then_insert_counter_is_serializable_across_instances<S: Session
 
     let replies = parallel(&apps, REQUESTS, &pair, |_| "/incr".to_owned()).await;
     let counts = successes(replies.iter().map(|(_, r)| r));
+    let timed_out = replies
+        .iter()
+        .filter(|(_, r)| r.status == StatusCode::SERVICE_UNAVAILABLE)
+        .count() as u64;
     let n = value(&stored(&store, &pair).await.expect("session"), "n");
     let n = n.as_u64().expect("n is a count");
-    assert_eq!(
-        n,
-        1 + counts.len() as u64,
-        "stored counter vs successful answers ({} of {REQUESTS} succeeded)",
-        counts.len()
+    let answered = counts.len() as u64;
+    // Every 200 is in the store. A 503 (the turn or a store call outlasted
+    // the operation timeout on a loaded machine) means "not known": its
+    // write may have landed. Nothing else may have.
+    assert!(
+        n >= 1 + answered && n <= 1 + answered + timed_out,
+        "stored counter {n} vs {answered} answered 200 and {timed_out} 503"
     );
+    let mut distinct = counts.clone();
+    distinct.dedup();
     assert_eq!(
-        counts,
-        (2..=n).collect::<Vec<_>>(),
-        "the successful answers are not each their own predecessor + 1"
+        distinct, counts,
+        "two successful answers saw the same predecessor"
     );
+    assert!(
+        counts.iter().all(|c| (2..=n).contains(c)),
+        "an answer outside 2..={n}: {counts:?}"
+    );
+    if timed_out == 0 {
+        assert_eq!(n, 1 + answered);
+        assert_eq!(
+            counts,
+            (2..=n).collect::<Vec<_>>(),
+            "the successful answers are not each their own predecessor + 1"
+        );
+    }
     assert!(
         !counts.is_empty(),
         "no request succeeded ({} handler runs)",
@@ -256,8 +275,7 @@ pub async fn get_then_insert_counter_is_serializable_across_instances<S: Session
         assert!(reply.set_cookies.is_empty(), "{:?}", reply.set_cookies);
     }
     eprintln!(
-        "get-then-insert x{REQUESTS} over 3 instances: {} succeeded, {} handler runs",
-        counts.len(),
+        "get-then-insert x{REQUESTS} over 3 instances: {answered} succeeded, {timed_out} timed out, {} handler runs",
         probe.runs("incr") - 1
     );
 }

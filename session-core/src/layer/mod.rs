@@ -427,7 +427,11 @@ impl SessionLayer {
     }
 
     /// The time limit for store calls (default 2 s): a load, and all the
-    /// calls that save a request's session together, each get at most this long.
+    /// calls that commit a request's session together, each get at most this
+    /// long; so does the wait for this process's turn on the session when
+    /// parallel requests of the same session queue to commit. A request
+    /// past it is answered `503`; a write whose answer timed out may still
+    /// have landed (see SECURITY.md).
     ///
     /// ```
     /// use std::time::Duration;

@@ -10,7 +10,7 @@ use tower_service::Service;
 use super::rerun::Template;
 use super::{Config, ConflictPolicy, FailurePolicy};
 use crate::Session;
-use crate::commit::{self, CookieChange, Outcome, Stale};
+use crate::commit::{CookieChange, Outcome, Stale};
 
 /// The service [`SessionLayer`](super::SessionLayer) wraps around an inner service.
 #[derive(Clone)]
@@ -68,7 +68,6 @@ where
         Box::pin(async move {
             let mut response = inner.call(request).await?;
             let mut turn = None;
-            let mut deadline = None;
             let mut runs = 1;
             loop {
                 if response.status().is_server_error() {
@@ -81,12 +80,11 @@ where
                     // store call, no cookie, no task to spawn.
                     return Ok(response);
                 }
-                let until = *deadline.get_or_insert_with(|| commit::deadline(&config));
                 // Its own task: a client that hangs up (dropping this future)
                 // must not cut a logout's delete or a login's id change in half.
                 let finishing = session.clone();
                 let held = turn.take();
-                let outcome = tokio::spawn(async move { finishing.finish(held, until).await });
+                let outcome = tokio::spawn(async move { finishing.finish(held).await });
                 let outcome = outcome.await.unwrap_or(Outcome::Failed { identity: true });
                 let stale = match outcome {
                     Outcome::Done {
