@@ -245,7 +245,7 @@ pub async fn get_then_insert_counter_is_serializable_across_instances<S: Session
     // the operation timeout on a loaded machine) means "not known": its
     // write may have landed. Nothing else may have.
     assert!(
-        n >= 1 + answered && n <= 1 + answered + timed_out,
+        (1 + answered..=1 + answered + timed_out).contains(&n),
         "stored counter {n} vs {answered} answered 200 and {timed_out} 503"
     );
     let mut distinct = counts.clone();
