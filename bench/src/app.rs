@@ -42,10 +42,10 @@ async fn ours_read(session: session_core::Session) -> Result<String, SessionErro
     })
 }
 
+/// `get` then `insert`, as for tower-sessions (and serializable here).
 async fn ours_write(session: session_core::Session) -> Result<String, SessionError> {
-    let n = session
-        .update(COUNTER, |n: Option<u64>| n.unwrap_or(0) + 1)
-        .await?;
+    let n = session.get::<u64>(COUNTER).await?.unwrap_or(0) + 1;
+    session.insert(COUNTER, n).await?;
     Ok(n.to_string())
 }
 

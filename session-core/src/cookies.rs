@@ -158,6 +158,51 @@ impl CookieConfig {
     }
 }
 
+/// A cookie setting that cannot travel in a `Set-Cookie` header. The layer
+/// refuses it when it is configured, rather than sending an empty header
+/// that would log the user out.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CookieConfigError {
+    /// The name is empty or not an RFC 6265 token (letters, digits and
+    /// ``!#$%&'*+-.^_`|~``).
+    #[error("cookie name {0:?} is not an RFC 6265 token")]
+    Name(String),
+    /// The domain is empty or holds a character other than ASCII letters,
+    /// digits, `-` and `.`.
+    #[error("cookie domain {0:?} is not a host name")]
+    Domain(String),
+    /// The path does not start with `/`, or holds `;`, a control character
+    /// or a non-ASCII one.
+    #[error("cookie path {0:?} is not a valid cookie path")]
+    Path(String),
+}
+
+pub(crate) fn check_name(name: &str) -> Result<(), CookieConfigError> {
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if name.is_empty() || !name.bytes().all(tchar) {
+        return Err(CookieConfigError::Name(name.to_owned()));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_domain(domain: &str) -> Result<(), CookieConfigError> {
+    let host = domain.strip_prefix('.').unwrap_or(domain);
+    let ok = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'.';
+    if host.is_empty() || !host.bytes().all(ok) {
+        return Err(CookieConfigError::Domain(domain.to_owned()));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_path(path: &str) -> Result<(), CookieConfigError> {
+    let ok = |b: u8| (0x20..0x7f).contains(&b) && b != b';';
+    if !path.starts_with('/') || !path.bytes().all(ok) {
+        return Err(CookieConfigError::Path(path.to_owned()));
+    }
+    Ok(())
+}
+
 fn strip_quotes(value: &str) -> &str {
     value
         .strip_prefix('"')
@@ -166,9 +211,10 @@ fn strip_quotes(value: &str) -> &str {
 }
 
 fn header_value(cookie: &Cookie<'_>) -> HeaderValue {
-    // Names come from the configuration, values are base64: the cookie crate's
-    // rendering is always a valid header value. Should a configured name or
-    // domain contain a forbidden byte, the header is left empty rather than panicking.
+    // The name, domain and path were checked when the layer was configured
+    // (`check_name` and friends), values are base64: the cookie crate's
+    // rendering is always a valid header value. The fallback only keeps
+    // this free of panics.
     HeaderValue::try_from(cookie.to_string()).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
@@ -182,6 +228,35 @@ mod tests {
             map.append(COOKIE, HeaderValue::from_bytes(v).unwrap());
         }
         map
+    }
+
+    #[test]
+    fn cookie_settings_are_checked() {
+        for name in ["session", "sid", "__Host-x", "a.b-c_d"] {
+            assert_eq!(check_name(name), Ok(()), "{name}");
+        }
+        for name in ["", "my session", "a;b", "a=b", "caf\u{e9}", "a\"b", "(x)"] {
+            assert!(check_name(name).is_err(), "{name:?}");
+        }
+        for domain in ["example.com", ".example.com", "a-b.c1.test", "localhost"] {
+            assert_eq!(check_domain(domain), Ok(()), "{domain}");
+        }
+        for domain in [
+            "",
+            ".",
+            "exa mple.com",
+            "a;b",
+            "example.com\r\n",
+            "b\u{fc}cher.de",
+        ] {
+            assert!(check_domain(domain).is_err(), "{domain:?}");
+        }
+        for path in ["/", "/app", "/a/b-c"] {
+            assert_eq!(check_path(path), Ok(()), "{path}");
+        }
+        for path in ["", "app", "/a;b", "/a\nb", "/\u{e9}"] {
+            assert!(check_path(path).is_err(), "{path:?}");
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod commit;
 mod cookies;
 mod error;
 #[cfg(feature = "axum")]
@@ -21,7 +22,7 @@ pub use error::{BoxError, SessionError, StoreError};
 #[cfg(feature = "axum")]
 pub use extract::MissingSessionLayer;
 pub use id::{ENCODED_ID_LEN, Id, RandomnessError, STORE_KEY_LEN, StoreKey};
-pub use layer::{FailurePolicy, SessionLayer, SessionService};
+pub use layer::{ConflictPolicy, CookieConfigError, FailurePolicy, SessionLayer, SessionService};
 pub use record::{Data, DecodeError, Expiry, Record};
 pub use session::Session;
 pub use store::{DeleteOutcome, SaveOutcome, SessionInfo, SessionStore};

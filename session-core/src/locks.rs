@@ -1,11 +1,14 @@
-//! Per-session locks within one process, taken around a save.
+//! Per-session locks within one process, taken around a commit.
 //!
-//! Compare-and-set keeps parallel saves of one session correct across
+//! Compare-and-set keeps parallel commits of one session correct across
 //! processes. Within one process they can also simply wait for each other:
-//! a save that waits its turn conflicts at most once (with the writers it
+//! a commit that waits its turn conflicts at most once (with the writers it
 //! queued behind, all finished by then) instead of racing every parallel
-//! request of the same session round after round. Under many parallel
-//! requests on one session, that turns a retry storm into a queue.
+//! request of the same session round after round. A request whose view
+//! turned out stale keeps the turn while it runs again on fresh data, so
+//! its re-run cannot be overtaken by another request of this process.
+//! Under many parallel requests on one session, that turns a retry storm
+//! into a queue.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -22,9 +25,10 @@ pub(crate) struct KeyLocks {
     map: Mutex<HashMap<StoreKey, KeyLock>>,
 }
 
-/// Holds a session's lock; the map entry goes once nobody holds or awaits it.
-pub(crate) struct KeyGuard<'a> {
-    locks: &'a KeyLocks,
+/// Holds a session's lock (its turn); the map entry goes once nobody holds
+/// or awaits it.
+pub(crate) struct KeyGuard {
+    locks: Arc<KeyLocks>,
     key: StoreKey,
     lock: KeyLock,
     held: Option<OwnedMutexGuard<()>>,
@@ -38,10 +42,10 @@ impl KeyLocks {
 
     /// Waits for `key`'s lock. Cancel-safe: dropping the future while it
     /// waits cleans up like dropping the guard.
-    pub(crate) async fn lock(&self, key: &StoreKey) -> KeyGuard<'_> {
+    pub(crate) async fn lock(self: &Arc<Self>, key: &StoreKey) -> KeyGuard {
         let lock = self.map().entry(key.clone()).or_default().clone();
         let mut guard = KeyGuard {
-            locks: self,
+            locks: self.clone(),
             key: key.clone(),
             lock,
             held: None,
@@ -56,7 +60,14 @@ impl KeyLocks {
     }
 }
 
-impl Drop for KeyGuard<'_> {
+impl KeyGuard {
+    /// The session this turn belongs to.
+    pub(crate) fn key(&self) -> &StoreKey {
+        &self.key
+    }
+}
+
+impl Drop for KeyGuard {
     fn drop(&mut self) {
         self.held.take();
         let mut map = self.locks.map();

@@ -196,3 +196,35 @@ async fn handle_kept_past_the_request_is_closed() {
         Err(SessionError::Closed)
     ));
 }
+
+/// A cookie name that cannot travel in `Set-Cookie` is refused when the
+/// layer is configured: before, it gave an empty `Set-Cookie`, which logs
+/// the user out right after a login.
+#[test]
+fn invalid_cookie_settings_are_refused_when_configured() {
+    use session_core::CookieConfigError;
+    use session_memory::MemoryStore;
+    let layer = || SessionLayer::new(MemoryStore::new());
+    assert!(matches!(
+        layer().try_cookie_name("my session"),
+        Err(CookieConfigError::Name(_))
+    ));
+    assert!(matches!(
+        layer().try_domain("example.com;"),
+        Err(CookieConfigError::Domain(_))
+    ));
+    assert!(matches!(
+        layer().try_path("no-slash"),
+        Err(CookieConfigError::Path(_))
+    ));
+    assert!(layer().try_cookie_name("sid").is_ok());
+    let panicked = std::panic::catch_unwind(|| layer().cookie_name("a=b"));
+    let message = *panicked
+        .expect_err("cookie_name must refuse \"a=b\"")
+        .downcast::<String>()
+        .unwrap();
+    assert!(
+        message.contains("\"a=b\" is not an RFC 6265 token"),
+        "{message}"
+    );
+}

@@ -1,6 +1,6 @@
 //! The conformance suite every backend runs (feature `conformance`).
 //!
-//! Two halves:
+//! Three parts:
 //!
 //! - [`store`]: the [`SessionStore`](crate::SessionStore) contract call by
 //!   call: create collision, expiry enforced, compare-and-set conflict,
@@ -11,6 +11,10 @@
 //!   `cycle_id`, `destroy`, no resurrection, signed cookies and key rotation,
 //!   idle and absolute expiry, garbage cookies, and 100 parallel requests
 //!   through `update` adding exactly 100.
+//! - [`serial`]: serializability as handlers are really written: 300
+//!   parallel `get`-then-`insert` requests over 3 app instances, a stale
+//!   read never committed, logouts and id changes racing writes (forced
+//!   interleavings), and the store calls of the non-conflicting path.
 //!
 //! A backend runs all of them with one macro call in a test file. The
 //! argument is an expression giving a future of a fresh store; each test
@@ -26,6 +30,7 @@
 #![allow(clippy::missing_panics_doc)]
 
 pub mod http;
+pub mod serial;
 pub mod store;
 pub mod support;
 
@@ -81,6 +86,16 @@ macro_rules! conformance_tests {
             foreign_non_ascii_cookies_do_not_hide_the_session,
             stale_cookie_before_live_one_does_not_hide_it,
             oversized_session_refused_and_nothing_written,
+        );
+        $crate::__conformance_cases!($factory; serial:
+            get_then_insert_counter_is_serializable_across_instances,
+            stale_read_is_never_committed,
+            update_mixed_with_get_insert_on_other_keys,
+            destroy_racing_get_then_insert_never_resurrects,
+            cycle_id_racing_a_write_to_the_old_id,
+            non_conflicting_commits_make_no_extra_store_calls,
+            failed_handler_commits_nothing,
+            size_limit_holds_when_parallel_writes_combine,
         );
     };
 }

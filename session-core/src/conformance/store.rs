@@ -470,6 +470,10 @@ pub async fn records_are_copies<S: SessionStore>(store: S) {
 
 /// A `delete` racing a `save` or a `touch` of the same record never leaves
 /// the record alive: whichever comes first, a save or touch cannot create.
+/// Each round starts both calls together (a barrier), so that they overlap
+/// inside the store as often as it allows; the layer-level cases force the
+/// interleavings a wrapper can force (a load, then a delete, then the save:
+/// `destroy_racing_get_then_insert_never_resurrects`).
 pub async fn delete_racing_writes_never_resurrects<S: SessionStore>(store: S) {
     const ROUNDS: usize = 300;
     let store = Arc::new(store);
@@ -477,9 +481,12 @@ pub async fn delete_racing_writes_never_resurrects<S: SessionStore>(store: S) {
         let key = new_key();
         let record = new_record();
         assert!(store.create(&key, &record).await.expect("create"));
+        let start = Arc::new(tokio::sync::Barrier::new(2));
         let writer = {
-            let (store, key, record) = (store.clone(), key.clone(), record.clone());
+            let (store, key, record, start) =
+                (store.clone(), key.clone(), record.clone(), start.clone());
             tokio::spawn(async move {
+                start.wait().await;
                 if round % 2 == 0 {
                     let _ = store.save(&key, &next(record, 0), 0).await.expect("save");
                 } else {
@@ -490,7 +497,10 @@ pub async fn delete_racing_writes_never_resurrects<S: SessionStore>(store: S) {
         };
         let deleter = {
             let (store, key) = (store.clone(), key.clone());
-            tokio::spawn(async move { store.delete(&key).await.expect("delete") })
+            tokio::spawn(async move {
+                start.wait().await;
+                store.delete(&key).await.expect("delete");
+            })
         };
         writer.await.expect("task");
         deleter.await.expect("task");
@@ -503,55 +513,156 @@ pub async fn delete_racing_writes_never_resurrects<S: SessionStore>(store: S) {
     }
 }
 
-/// The principal index stays whole under concurrent use: two listings at
-/// once both see every session, and "log out everywhere" running beside a
-/// listing still ends every session.
+/// The principal index stays exact while sessions are created, saved with
+/// and without the principal, listed and logged out all at once.
+///
+/// Every listing holds every session that was indexed (created with the
+/// principal and acknowledged) before it started and whose removal had not
+/// started before it ended, and nothing that never had the principal; at
+/// the end the listing is exact, and "log out everywhere" ends exactly the
+/// sessions that have the principal. A create that answers `false` (the key
+/// is taken) is retried under a new key, as the layer does.
 pub async fn principal_index_consistent_under_concurrency<S: SessionStore>(store: S) {
-    const SESSIONS: usize = 100;
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+
+    const SEEDED: usize = 40;
+    const CREATED: usize = 40;
+    const UNSET: usize = 20;
+    #[derive(Default)]
+    struct Seen {
+        /// Indexed and acknowledged.
+        indexed: HashSet<StoreKey>,
+        /// Every key a create with the principal was tried under.
+        tried: HashSet<StoreKey>,
+        /// Keys whose save without the principal has started.
+        unsetting: HashSet<StoreKey>,
+    }
+    let lock = |seen: &Mutex<Seen>| {
+        // A panicking task fails the test through its join handle.
+        seen.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone_sets()
+    };
+    impl Seen {
+        fn clone_sets(&self) -> (HashSet<StoreKey>, HashSet<StoreKey>, HashSet<StoreKey>) {
+            (
+                self.indexed.clone(),
+                self.tried.clone(),
+                self.unsetting.clone(),
+            )
+        }
+    }
     let store = Arc::new(store);
     let user = format!("user-{}", new_key().short());
-    let mut keys = Vec::new();
-    for _ in 0..SESSIONS {
-        let key = new_key();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let with_user = || {
         let mut record = new_record();
         record.principal = Some(user.clone());
-        assert!(store.create(&key, &record).await.expect("create"));
-        keys.push(key);
+        record
+    };
+    async fn create_indexed<S: SessionStore>(
+        store: &S,
+        record: &Record,
+        seen: &std::sync::Mutex<Seen>,
+    ) -> StoreKey {
+        loop {
+            let key = new_key();
+            seen.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .tried
+                .insert(key.clone());
+            if store.create(&key, record).await.expect("create") {
+                seen.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .indexed
+                    .insert(key.clone());
+                return key;
+            }
+        }
     }
-    let list = |store: Arc<S>, user: String| {
-        tokio::spawn(async move { store.list_by_principal(&user).await.expect("list").len() })
-    };
-    let (a, b) = (
-        list(store.clone(), user.clone()),
-        list(store.clone(), user.clone()),
-    );
-    assert_eq!(
-        a.await.expect("task"),
-        SESSIONS,
-        "a concurrent listing missed sessions"
-    );
-    assert_eq!(
-        b.await.expect("task"),
-        SESSIONS,
-        "a concurrent listing missed sessions"
-    );
+    let mut seeded = Vec::new();
+    for _ in 0..SEEDED {
+        seeded.push(create_indexed(&*store, &with_user(), &seen).await);
+    }
 
-    let lister = list(store.clone(), user.clone());
-    let deleter = {
-        let (store, user) = (store.clone(), user.clone());
-        tokio::spawn(async move { store.delete_by_principal(&user).await.expect("delete") })
+    let creator = {
+        let (store, seen, record) = (store.clone(), seen.clone(), with_user());
+        tokio::spawn(async move {
+            for _ in 0..CREATED {
+                create_indexed(&*store, &record, &seen).await;
+            }
+        })
     };
-    lister.await.expect("task");
+    let unsetter = {
+        let (store, seen, keys) = (store.clone(), seen.clone(), seeded[..UNSET].to_vec());
+        tokio::spawn(async move {
+            for key in keys {
+                seen.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .unsetting
+                    .insert(key.clone());
+                let mut record = new_record();
+                record.principal = None;
+                let saved = store.save(&key, &next(record, 0), 0).await.expect("save");
+                assert_eq!(saved, SaveOutcome::Saved);
+            }
+        })
+    };
+    let listers: Vec<_> = (0..2)
+        .map(|_| {
+            let (store, seen, user) = (store.clone(), seen.clone(), user.clone());
+            tokio::spawn(async move {
+                for _ in 0..15 {
+                    let (before, _, _) = lock(&seen);
+                    let listed = store.list_by_principal(&user).await.expect("list");
+                    let (_, tried, unsetting) = lock(&seen);
+                    let keys: HashSet<StoreKey> = listed.iter().map(|s| s.key.clone()).collect();
+                    assert_eq!(keys.len(), listed.len(), "a session listed twice");
+                    for key in before.difference(&unsetting) {
+                        assert!(keys.contains(key), "a listing missed an indexed session");
+                    }
+                    assert!(
+                        keys.is_subset(&tried),
+                        "a listing showed a session that never had the principal"
+                    );
+                }
+            })
+        })
+        .collect();
+    creator.await.expect("creator");
+    unsetter.await.expect("unsetter");
+    for lister in listers {
+        lister.await.expect("lister");
+    }
+
+    let (indexed, _, unsetting) = lock(&seen);
+    let expected: HashSet<StoreKey> = indexed.difference(&unsetting).cloned().collect();
+    assert_eq!(expected.len(), SEEDED + CREATED - UNSET);
+    let listed: HashSet<StoreKey> = store
+        .list_by_principal(&user)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|s| s.key)
+        .collect();
+    assert_eq!(listed, expected, "the final listing is not exact");
     assert_eq!(
-        deleter.await.expect("task"),
-        SESSIONS as u64,
-        "log out everywhere missed sessions"
+        store.delete_by_principal(&user).await.expect("delete"),
+        expected.len() as u64,
+        "log out everywhere did not end exactly the principal's sessions"
     );
-    for key in &keys {
+    for key in &expected {
         assert_eq!(
             store.load(key).await.expect("load"),
             None,
             "a session survived log out everywhere"
+        );
+    }
+    for key in &unsetting {
+        assert!(
+            store.load(key).await.expect("load").is_some(),
+            "a session without the principal was logged out"
         );
     }
 }

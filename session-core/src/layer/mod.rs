@@ -8,11 +8,26 @@
 //! 2. puts a lazily loading [`Session`](crate::Session) into the request's
 //!    extensions and calls the inner service. A handler that never uses the
 //!    session causes no store call at all;
-//! 3. once the response is produced, saves a changed session with
-//!    compare-and-set (replaying this request's changes after a conflict),
-//!    touches a read one when its idle deadline is due for extension (at
-//!    most once per touch interval), deletes a destroyed one, and sets or
-//!    removes the cookie only when it changed.
+//! 3. once the response is produced, commits a changed session with
+//!    compare-and-set, touches a read one when its idle deadline is due for
+//!    extension (at most once per touch interval), deletes a destroyed one,
+//!    and sets or removes the cookie only when it changed. A response with a
+//!    5xx status commits nothing.
+//!
+//! # Parallel requests on one session
+//!
+//! Commits are serializable per session: the outcome of parallel requests
+//! equals some serial order of them, whatever mix of `get`, `insert`,
+//! `remove`, `update`, `clear`, principal and expiry calls their handlers
+//! make. A request whose changes meet a parallel commit is committed on the
+//! fresh record if nothing it read has changed there. If something has, its
+//! response came from a stale view and is never sent: under the default
+//! [`ConflictPolicy::Rerun`] a request that may be repeated (`GET`, `HEAD`,
+//! `OPTIONS`, `TRACE`, `PUT`, `DELETE`, with an empty or in-memory body)
+//! runs again on the fresh session, and any other is answered
+//! `409 Conflict` with nothing committed. A request that commits without
+//! meeting a parallel one makes no store call beyond its load and save, and
+//! never runs twice.
 //!
 //! # When the store fails
 //!
@@ -40,6 +55,7 @@
 //!     .layer(SessionLayer::new(MemoryStore::default()));
 //! ```
 
+mod rerun;
 mod service;
 
 use std::sync::Arc;
@@ -50,6 +66,7 @@ pub use service::{ResponseFuture, SessionService};
 use tower_layer::Layer;
 
 use crate::cookies::CookieConfig;
+pub use crate::cookies::CookieConfigError;
 use crate::{Expiry, SessionStore};
 
 /// The cookie name used unless [`SessionLayer::cookie_name`] says otherwise.
@@ -77,6 +94,30 @@ pub enum FailurePolicy {
     Degrade,
 }
 
+/// What happens to a request whose view of its session was stale: it read a
+/// value that a parallel request changed before it could commit.
+///
+/// Either way nothing derived from the stale view is stored and its
+/// response is not sent. A handler author sees it as the handler running
+/// again (its side effects outside the session happen twice), or the client
+/// getting `409 Conflict`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConflictPolicy {
+    /// Run the request again on the fresh session when HTTP allows repeating
+    /// it: a safe or idempotent method (`GET`, `HEAD`, `OPTIONS`, `TRACE`,
+    /// `PUT`, `DELETE`) with an empty axum body or a body type held in
+    /// memory (`http_body_util::Full` or `Empty`, `String`, `Vec<u8>`,
+    /// `Bytes`, `()`). The second response is the one sent, like a database
+    /// retrying a transaction. Other requests (a `POST`, a streamed body)
+    /// get `409 Conflict`. The default.
+    #[default]
+    Rerun,
+    /// Never run a request twice: every stale request gets `409 Conflict`.
+    /// The layer then keeps nothing of a request for a second run.
+    Refuse,
+}
+
 #[derive(Clone)]
 pub(crate) struct Config {
     pub(crate) store: Arc<dyn SessionStore>,
@@ -87,6 +128,7 @@ pub(crate) struct Config {
     pub(crate) touch_interval: Option<Duration>,
     pub(crate) op_timeout: Duration,
     pub(crate) failure_policy: FailurePolicy,
+    pub(crate) conflict_policy: ConflictPolicy,
     pub(crate) save_attempts: u32,
     pub(crate) max_session_size: usize,
     /// Saves of one session within this process take turns (see `locks`).
@@ -155,6 +197,7 @@ impl SessionLayer {
                 touch_interval: None,
                 op_timeout: DEFAULT_OP_TIMEOUT,
                 failure_policy: FailurePolicy::default(),
+                conflict_policy: ConflictPolicy::default(),
                 save_attempts: DEFAULT_SAVE_ATTEMPTS,
                 max_session_size: DEFAULT_MAX_SESSION_SIZE,
                 key_locks: Arc::default(),
@@ -178,10 +221,34 @@ impl SessionLayer {
     /// # use session_memory::MemoryStore;
     /// let layer = SessionLayer::new(MemoryStore::default()).cookie_name("sid");
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `name` is not a token: a misconfigured layer fails when it is
+    /// built, not by logging users out. For a name from configuration use
+    /// [`try_cookie_name`](Self::try_cookie_name).
     #[must_use]
     pub fn cookie_name(self, name: impl Into<String>) -> Self {
+        self.try_cookie_name(name)
+            .unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// [`cookie_name`](Self::cookie_name) for a name that may be invalid.
+    ///
+    /// ```
+    /// # use session_core::{CookieConfigError, SessionLayer};
+    /// # use session_memory::MemoryStore;
+    /// let refused = SessionLayer::new(MemoryStore::default()).try_cookie_name("my session");
+    /// assert!(matches!(refused, Err(CookieConfigError::Name(_))));
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`CookieConfigError::Name`] if `name` is not an RFC 6265 token.
+    pub fn try_cookie_name(self, name: impl Into<String>) -> Result<Self, CookieConfigError> {
         let name = name.into();
-        self.with(|c| c.cookie.name = name)
+        crate::cookies::check_name(&name)?;
+        Ok(self.with(|c| c.cookie.name = name))
     }
 
     /// The cookie's `Domain` (default none: the cookie goes to the exact host only).
@@ -191,10 +258,32 @@ impl SessionLayer {
     /// # use session_memory::MemoryStore;
     /// let layer = SessionLayer::new(MemoryStore::default()).domain("example.com");
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `domain` is not a host name (ASCII letters, digits, `-`, `.`);
+    /// see [`try_domain`](Self::try_domain).
     #[must_use]
     pub fn domain(self, domain: impl Into<String>) -> Self {
+        self.try_domain(domain)
+            .unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// [`domain`](Self::domain) for a domain that may be invalid.
+    ///
+    /// ```
+    /// # use session_core::SessionLayer;
+    /// # use session_memory::MemoryStore;
+    /// assert!(SessionLayer::new(MemoryStore::default()).try_domain("example.com; x").is_err());
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`CookieConfigError::Domain`] if `domain` is not a host name.
+    pub fn try_domain(self, domain: impl Into<String>) -> Result<Self, CookieConfigError> {
         let domain = domain.into();
-        self.with(|c| c.cookie.domain = Some(domain))
+        crate::cookies::check_domain(&domain)?;
+        Ok(self.with(|c| c.cookie.domain = Some(domain)))
     }
 
     /// The cookie's `Path` (default `/`).
@@ -204,10 +293,32 @@ impl SessionLayer {
     /// # use session_memory::MemoryStore;
     /// let layer = SessionLayer::new(MemoryStore::default()).path("/app");
     /// ```
+    ///
+    /// # Panics
+    ///
+    /// If `path` does not start with `/` or holds `;`, a control or a
+    /// non-ASCII character; see [`try_path`](Self::try_path).
     #[must_use]
     pub fn path(self, path: impl Into<String>) -> Self {
+        self.try_path(path)
+            .unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// [`path`](Self::path) for a path that may be invalid.
+    ///
+    /// ```
+    /// # use session_core::SessionLayer;
+    /// # use session_memory::MemoryStore;
+    /// assert!(SessionLayer::new(MemoryStore::default()).try_path("app").is_err());
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`CookieConfigError::Path`] if `path` is not a cookie path.
+    pub fn try_path(self, path: impl Into<String>) -> Result<Self, CookieConfigError> {
         let path = path.into();
-        self.with(|c| c.cookie.path = path)
+        crate::cookies::check_path(&path)?;
+        Ok(self.with(|c| c.cookie.path = path))
     }
 
     /// Whether the cookie is `Secure`, sent over HTTPS only (default `true`).
@@ -316,7 +427,11 @@ impl SessionLayer {
     }
 
     /// The time limit for store calls (default 2 s): a load, and all the
-    /// calls that save a request's session together, each get at most this long.
+    /// calls that commit a request's session together, each get at most this
+    /// long; so does the wait for this process's turn on the session when
+    /// parallel requests of the same session queue to commit. A request
+    /// past it is answered `503`; a write whose answer timed out may still
+    /// have landed (see SECURITY.md).
     ///
     /// ```
     /// use std::time::Duration;
@@ -341,6 +456,19 @@ impl SessionLayer {
         self.with(|c| c.failure_policy = policy)
     }
 
+    /// What a request whose view of its session was stale gets (default
+    /// [`ConflictPolicy::Rerun`]).
+    ///
+    /// ```
+    /// # use session_core::{SessionLayer, ConflictPolicy};
+    /// # use session_memory::MemoryStore;
+    /// let layer = SessionLayer::new(MemoryStore::default()).conflict_policy(ConflictPolicy::Refuse);
+    /// ```
+    #[must_use]
+    pub fn conflict_policy(self, policy: ConflictPolicy) -> Self {
+        self.with(|c| c.conflict_policy = policy)
+    }
+
     /// The largest a session's data may grow, in bytes of JSON (default
     /// [`DEFAULT_MAX_SESSION_SIZE`], 64 KiB). A change that would pass it is
     /// refused with [`SessionError::TooLarge`](crate::SessionError::TooLarge)
@@ -357,10 +485,11 @@ impl SessionLayer {
         self.with(|c| c.max_session_size = bytes)
     }
 
-    /// How many compare-and-set attempts a save makes when parallel requests
-    /// keep saving the same session first (default 64, at least 1; all of
-    /// them within the operation timeout). Between
-    /// attempts the layer waits a random, growing pause (at most 8 ms).
+    /// How many compare-and-set attempts a commit makes when parallel
+    /// requests keep saving the same session first, and how many times a
+    /// stale request runs again (default 64, at least 1; all of them within
+    /// the operation timeout). Between attempts the layer waits a random,
+    /// growing pause (at most 8 ms).
     ///
     /// ```
     /// # use session_core::SessionLayer;
@@ -370,6 +499,68 @@ impl SessionLayer {
     #[must_use]
     pub fn save_attempts(self, attempts: u32) -> Self {
         self.with(|c| c.save_attempts = attempts.max(1))
+    }
+}
+
+#[cfg(test)]
+impl Config {
+    /// A layer's configuration over a store that holds nothing.
+    pub(crate) fn for_tests() -> Self {
+        struct Nothing;
+        #[async_trait::async_trait]
+        impl SessionStore for Nothing {
+            async fn create(
+                &self,
+                _: &crate::StoreKey,
+                _: &crate::Record,
+            ) -> Result<bool, crate::StoreError> {
+                Ok(true)
+            }
+            async fn load(
+                &self,
+                _: &crate::StoreKey,
+            ) -> Result<Option<crate::Record>, crate::StoreError> {
+                Ok(None)
+            }
+            async fn save(
+                &self,
+                _: &crate::StoreKey,
+                _: &crate::Record,
+                _: u64,
+            ) -> Result<crate::SaveOutcome, crate::StoreError> {
+                Ok(crate::SaveOutcome::Gone)
+            }
+            async fn touch(
+                &self,
+                _: &crate::StoreKey,
+                _: time::OffsetDateTime,
+            ) -> Result<bool, crate::StoreError> {
+                Ok(false)
+            }
+            async fn delete(&self, _: &crate::StoreKey) -> Result<(), crate::StoreError> {
+                Ok(())
+            }
+            async fn delete_if_unchanged(
+                &self,
+                _: &crate::StoreKey,
+                _: u64,
+            ) -> Result<crate::DeleteOutcome, crate::StoreError> {
+                Ok(crate::DeleteOutcome::Gone)
+            }
+            async fn list_by_principal(
+                &self,
+                _: &str,
+            ) -> Result<Vec<crate::SessionInfo>, crate::StoreError> {
+                Ok(Vec::new())
+            }
+            async fn delete_by_principal(&self, _: &str) -> Result<u64, crate::StoreError> {
+                Ok(0)
+            }
+            async fn delete_expired(&self) -> Result<u64, crate::StoreError> {
+                Ok(0)
+            }
+        }
+        Arc::unwrap_or_clone(SessionLayer::new(Nothing).config)
     }
 }
 

@@ -1,4 +1,4 @@
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -7,9 +7,10 @@ use http::header::{HeaderValue, RETRY_AFTER, SET_COOKIE};
 use http::{Request, Response, StatusCode};
 use tower_service::Service;
 
-use super::{Config, FailurePolicy};
+use super::rerun::Template;
+use super::{Config, ConflictPolicy, FailurePolicy};
 use crate::Session;
-use crate::session::{CookieChange, Finish};
+use crate::commit::{CookieChange, Outcome, Stale};
 
 /// The service [`SessionLayer`](super::SessionLayer) wraps around an inner service.
 #[derive(Clone)]
@@ -56,41 +57,87 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let config = self.config.clone();
         let cookie_ids = config.cookie.read(request.headers(), &config.wire_name);
-        let session = Session::new(config.clone(), cookie_ids);
+        // Kept only for requests that may run again (see `rerun`).
+        let template = match config.conflict_policy {
+            ConflictPolicy::Rerun => Template::of(&request),
+            ConflictPolicy::Refuse => None,
+        };
+        let mut session = Session::new(config.clone(), cookie_ids);
         request.extensions_mut().insert(session.clone());
 
         Box::pin(async move {
             let mut response = inner.call(request).await?;
-            if session.close_if_idle() {
-                // Most requests (untouched, or read with no touch due): no
-                // store call, no cookie, no task to spawn.
-                return Ok(response);
-            }
-            // Its own task: a client that hangs up (dropping this future)
-            // must not cut a logout's delete or a login's id change in half.
-            let finish = match tokio::spawn(async move { session.finish().await }).await {
-                Ok(finish) => finish,
-                Err(_) => Finish {
-                    cookie: CookieChange::Keep,
-                    store_failed: true,
-                },
-            };
-            if finish.store_failed && config.failure_policy == FailurePolicy::Reject {
-                return Ok(unavailable());
-            }
-            let header = match finish.cookie {
-                CookieChange::Keep => None,
-                CookieChange::Set { id, max_age } => {
-                    Some(config.cookie.set(&config.wire_name, &id, max_age))
+            let mut turn = None;
+            let mut runs = 1;
+            loop {
+                if response.status().is_server_error() {
+                    // The handler failed: none of what it did is committed.
+                    session.abandon().await;
+                    return Ok(response);
                 }
-                CookieChange::Remove => Some(config.cookie.removal(&config.wire_name)),
-            };
-            if let Some(header) = header {
-                response.headers_mut().append(SET_COOKIE, header);
+                if session.close_if_idle() {
+                    // Most requests (untouched, or read with no touch due): no
+                    // store call, no cookie, no task to spawn.
+                    return Ok(response);
+                }
+                // Its own task: a client that hangs up (dropping this future)
+                // must not cut a logout's delete or a login's id change in half.
+                let finishing = session.clone();
+                let held = turn.take();
+                let outcome = tokio::spawn(async move { finishing.finish(held).await });
+                let outcome = outcome.await.unwrap_or(Outcome::Failed { identity: true });
+                let stale = match outcome {
+                    Outcome::Done {
+                        cookie,
+                        store_failed,
+                    } => {
+                        if store_failed && config.failure_policy == FailurePolicy::Reject {
+                            return Ok(unavailable());
+                        }
+                        set_cookie(&config, &mut response, cookie);
+                        return Ok(response);
+                    }
+                    Outcome::Failed { identity } => {
+                        if identity || config.failure_policy == FailurePolicy::Reject {
+                            return Ok(unavailable());
+                        }
+                        return Ok(response);
+                    }
+                    Outcome::Stale(stale) => stale,
+                };
+                // The response came from a stale view: it is never sent.
+                // Run the request again on the fresh session, in this
+                // process's turn, or refuse it.
+                let Stale { fresh, turn: held } = *stale;
+                let again = match (&template, fresh) {
+                    (Some(template), Some((loaded, record))) if runs <= config.save_attempts => {
+                        let next = session.rerun(loaded, record);
+                        template
+                            .request(next.clone())
+                            .map(|request| (next, request))
+                    }
+                    _ => None,
+                };
+                let Some((next, request)) = again else {
+                    return Ok(conflict());
+                };
+                turn = Some(held);
+                session = next;
+                runs += 1;
+                poll_fn(|cx| inner.poll_ready(cx)).await?;
+                response = inner.call(request).await?;
             }
-            Ok(response)
         })
     }
+}
+
+fn set_cookie<B>(config: &Config, response: &mut Response<B>, cookie: CookieChange) {
+    let header = match cookie {
+        CookieChange::Keep => return,
+        CookieChange::Set { id, max_age } => config.cookie.set(&config.wire_name, &id, max_age),
+        CookieChange::Remove => config.cookie.removal(&config.wire_name),
+    };
+    response.headers_mut().append(SET_COOKIE, header);
 }
 
 /// `503 Service Unavailable` with `Retry-After: 1`.
@@ -100,5 +147,15 @@ fn unavailable<B: Default>() -> Response<B> {
     response
         .headers_mut()
         .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+/// `409 Conflict`: the request read session data that a parallel request
+/// changed before it could commit, and it could not be run again. Nothing
+/// it changed was stored; sending it again is safe as far as the session
+/// is concerned.
+fn conflict<B: Default>() -> Response<B> {
+    let mut response = Response::new(B::default());
+    *response.status_mut() = StatusCode::CONFLICT;
     response
 }
