@@ -132,7 +132,7 @@ async fn run(apps: &Arc<Vec<Router>>, runs: &Arc<AtomicU64>, clients: usize, sec
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), bench::BoxError> {
     let mut args = std::env::args().skip(1);
     let clients: usize = args.next().map_or(Ok(32), |a| a.parse())?;
     let seconds: u64 = args.next().map_or(Ok(8), |a| a.parse())?;
@@ -142,7 +142,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let apps: Vec<Router> = (0..INSTANCES)
         .map(|_| {
             let store = RedisStore::from_url(url.clone())?.key_prefix(prefix.clone());
-            Ok::<_, Box<dyn std::error::Error>>(
+            Ok::<_, bench::BoxError>(
                 Router::new()
                     .route("/incr", get(incr))
                     .with_state(runs.clone())
