@@ -188,7 +188,11 @@ pub(crate) async fn commit(config: &Config, state: State, turn: Option<Turn>) ->
             let mut touched = record;
             touched.mark_used(now);
             let key = &loaded.key;
-            let touch = config.store.touch(key, touched.idle_deadline);
+            // Only on the version this request read: a save since has
+            // restarted the idle deadline with the session's current timeout.
+            let touch = config
+                .store
+                .touch(key, loaded.version, touched.idle_deadline);
             // A missed touch only leaves the idle deadline where it was;
             // the read this request made succeeded, so it is not a failure.
             if let Err(error) = call(config, "touch", key, deadline, touch).await {

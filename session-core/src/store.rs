@@ -111,15 +111,20 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> Result<SaveOutcome, StoreError>;
 
     /// Extends a live record's idle deadline to `idle_deadline` and sets its
-    /// last access to now, without rewriting data or changing its version.
-    /// A touch never moves the idle deadline earlier (a parallel save may
-    /// have given the session a longer idle timeout than the caller saw),
-    /// and the record still expires at its absolute deadline at the latest.
+    /// last access to now, without rewriting data or changing its version,
+    /// if the record still has version `expected_version` (the one the
+    /// caller read). A touch never moves the idle deadline earlier, and the
+    /// record still expires at its absolute deadline at the latest.
     ///
-    /// Returns `false` if no live record is under `key`.
+    /// Returns `false`, changing nothing, if no live record is under `key`
+    /// or it has another version. A save since the caller read it restarted
+    /// the idle deadline already, with the idle timeout the session has now:
+    /// a touch computed from the older version must not undo a shorter one
+    /// (`set_expiry` racing a reader's touch).
     async fn touch(
         &self,
         key: &StoreKey,
+        expected_version: u64,
         idle_deadline: OffsetDateTime,
     ) -> Result<bool, StoreError>;
 
@@ -176,9 +181,10 @@ impl<S: SessionStore + ?Sized> SessionStore for Arc<S> {
     async fn touch(
         &self,
         key: &StoreKey,
+        expected_version: u64,
         idle_deadline: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        (**self).touch(key, idle_deadline).await
+        (**self).touch(key, expected_version, idle_deadline).await
     }
 
     async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {

@@ -88,9 +88,14 @@ impl SessionStore for Recording {
         self.note(key, Some(record));
         self.inner.save(key, record, expected).await
     }
-    async fn touch(&self, key: &StoreKey, idle: OffsetDateTime) -> Result<bool, StoreError> {
+    async fn touch(
+        &self,
+        key: &StoreKey,
+        version: u64,
+        idle: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
         self.note(key, None);
-        self.inner.touch(key, idle).await
+        self.inner.touch(key, version, idle).await
     }
     async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
         self.note(key, None);

@@ -765,6 +765,7 @@ impl SessionStore for MemoryStore {
     async fn touch(
         &self,
         key: &StoreKey,
+        expected_version: u64,
         idle_deadline: OffsetDateTime,
     ) -> Result<bool, StoreError> {
         let mut touched = false;
@@ -779,6 +780,7 @@ impl SessionStore for MemoryStore {
                         Op::Nop
                     }
                     None => Op::Nop,
+                    Some(current) if current.version != expected_version => Op::Nop,
                     Some(current) => {
                         touched = true;
                         let mut meta = current.meta.clone();
@@ -800,7 +802,7 @@ impl SessionStore for MemoryStore {
         if forward {
             return match self.forward(key).await? {
                 (_, HandOver::Refused) => Err(refused()),
-                (target, _) => target.touch(key, idle_deadline).await,
+                (target, _) => target.touch(key, expected_version, idle_deadline).await,
             };
         }
         Ok(touched)

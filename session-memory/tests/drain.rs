@@ -137,7 +137,7 @@ async fn a_touch_during_the_copy_reaches_the_target() {
     let later = record.idle_deadline + Duration::from_secs(3600);
     let touch = tokio::spawn({
         let (local, key) = (local.clone(), key.clone());
-        async move { local.touch(&key, later).await.unwrap() }
+        async move { local.touch(&key, 0, later).await.unwrap() }
     });
     assert!(release_then_finish(touch, || copied.release()).await);
     finish(drain).await;
@@ -276,7 +276,7 @@ async fn loads_during_and_after_the_drain_find_moved_sessions() {
             .unwrap()
     );
     assert!(local.load(&elsewhere).await.unwrap().is_some());
-    assert!(local.touch(&elsewhere, now()).await.unwrap());
+    assert!(local.touch(&elsewhere, 0, now()).await.unwrap());
 }
 
 /// A target that answers `create` with `false` for chosen keys without
@@ -313,9 +313,10 @@ impl SessionStore for Refusing {
     async fn touch(
         &self,
         key: &StoreKey,
+        expected_version: u64,
         idle: session_core::time::OffsetDateTime,
     ) -> Result<bool, session_core::StoreError> {
-        self.inner.touch(key, idle).await
+        self.inner.touch(key, expected_version, idle).await
     }
     async fn delete(&self, key: &StoreKey) -> Result<(), session_core::StoreError> {
         self.inner.delete(key).await

@@ -163,7 +163,7 @@ impl Statements {
         let touch = format!(
             "UPDATE {t} SET last_access = $2, idle_deadline = {capped}, \
                 expires_at = {expires}, sweep_at = {sweep} \
-             WHERE {live}",
+             WHERE {live} AND version = $5",
             sweep = sweep_at(&expires, "$4::interval"),
         );
         let delete = format!("DELETE FROM {t} WHERE key = $1");

@@ -626,12 +626,14 @@ impl SessionStore for PostgresStore {
     async fn touch(
         &self,
         key: &StoreKey,
+        expected_version: u64,
         idle_deadline: OffsetDateTime,
     ) -> Result<bool, StoreError> {
         let app_now = now();
         let now = PgTimestamp::of(app_now);
         let ttl = Duration::try_from(idle_deadline - app_now).unwrap_or(Duration::ZERO);
         let slack = interval(sweep_slack(ttl));
+        let version = version_param(expected_version)?;
         let result = self
             .run(|mut conn| async move {
                 let result = sqlx::query(AssertSqlSafe(self.sql.touch.clone()))
@@ -639,6 +641,7 @@ impl SessionStore for PostgresStore {
                     .bind(now)
                     .bind(PgTimestamp::of(idle_deadline))
                     .bind(slack)
+                    .bind(version)
                     .execute(&mut *conn)
                     .await;
                 (conn, result)

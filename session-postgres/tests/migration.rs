@@ -197,7 +197,12 @@ async fn migrating_a_version_1_table_keeps_its_sessions() {
         SaveOutcome::Conflict
     );
     let deadline = now() + session_core::time::Duration::hours(30);
-    assert!(store.touch(&plain, deadline).await.expect("touch"));
+    assert!(
+        store
+            .touch(&plain, plain_record.version, deadline)
+            .await
+            .expect("touch")
+    );
 
     // A row an instance of the first version writes after the migration
     // (a rolling upgrade) names no `sweep_at`: the default lets the

@@ -149,7 +149,7 @@ async fn liveness_follows_the_database_clock_not_app_instants() {
     .await;
     assert_eq!(store.load(&key).await.expect("load"), None);
     let deadline = session_core::record::now() + session_core::time::Duration::hours(1);
-    assert!(!store.touch(&key, deadline).await.expect("touch"));
+    assert!(!store.touch(&key, 0, deadline).await.expect("touch"));
     assert_eq!(
         store.save(&key, &new_record(), 0).await.expect("save"),
         session_core::SaveOutcome::Gone
@@ -415,7 +415,12 @@ async fn writes_are_hot_updates_and_keep_sweep_at_close_to_expires_at() {
     // What the layer's touch asks for: the idle timeout from now.
     let idle = session_core::time::Duration::try_from(record.idle_timeout).expect("timeout");
     let deadline = session_core::record::now() + idle;
-    assert!(store.touch(&key, deadline).await.expect("touch"));
+    assert!(
+        store
+            .touch(&key, record.version, deadline)
+            .await
+            .expect("touch")
+    );
     let (after, expires_at, _) = sweep_at_and_expiry(&store, &key).await;
     assert_eq!(after, sweep_at, "sweep_at did not move");
     assert!(
@@ -460,7 +465,12 @@ async fn writes_are_hot_updates_and_keep_sweep_at_close_to_expires_at() {
         ),
     )
     .await;
-    assert!(store.touch(&key, deadline).await.expect("touch"));
+    assert!(
+        store
+            .touch(&key, record.version, deadline)
+            .await
+            .expect("touch")
+    );
     let (sweep_at, expires_at, _) = sweep_at_and_expiry(&store, &key).await;
     assert!(
         (sweep_at - expires_at).abs() < 1e-6,
@@ -511,7 +521,12 @@ async fn touch_and_save_keep_expiry_on_the_database_clock() {
         "expires_at is now() + the record's ttl: {before}"
     );
     let deadline = session_core::record::now() + session_core::time::Duration::minutes(10);
-    assert!(store.touch(&key, deadline).await.expect("touch"));
+    assert!(
+        store
+            .touch(&key, record.version, deadline)
+            .await
+            .expect("touch")
+    );
     let after = expires(store.clone(), key.as_str().to_owned()).await;
     assert!(
         (590.0..=600.0).contains(&after),

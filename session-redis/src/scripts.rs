@@ -127,18 +127,19 @@ return 2
     )
 });
 
-/// `touch`: ARGV = now, requested idle deadline (Unix ms).
-/// Sets `a` to now and `i` to the requested deadline, but never earlier than
-/// the stored one (a parallel save may have given the session a longer idle
-/// timeout than the toucher knew) and never past `x`; sets the TTL to match.
-/// The header's `i:x:a` run is spliced; the rest of the value is copied as
-/// it is. Returns 1 if the record was live, 0 if not.
+/// `touch`: ARGV = now, requested idle deadline (Unix ms), expected version.
+/// Only when the live record has the expected version (compared as decimal
+/// strings, as in `save`): sets `a` to now and `i` to the requested
+/// deadline, never earlier than the stored one and never past `x`; sets the
+/// TTL to match. The header's `i:x:a` run is spliced; the rest of the value
+/// is copied as it is. Returns 1 if touched, 0 if no live record of that
+/// version is there.
 pub(crate) static TOUCH: LazyLock<Script> = LazyLock::new(|| {
     script(
         r"
 local key, now = KEYS[1], tonumber(ARGV[1])
 local s, v, i, x, u, pi, pa = live(key, now)
-if not s then return 0 end
+if not s or v ~= ARGV[3] then return 0 end
 local idle, stored = tonumber(ARGV[2]), ARGV[2]
 if idle < tonumber(i) then idle, stored = tonumber(i), i end
 if idle > tonumber(x) then idle, stored = tonumber(x), x end

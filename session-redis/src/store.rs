@@ -535,12 +535,14 @@ impl SessionStore for RedisStore {
     async fn touch(
         &self,
         key: &StoreKey,
+        expected_version: u64,
         idle_deadline: OffsetDateTime,
     ) -> Result<bool, StoreError> {
         let mut invocation = scripts::TOUCH.key(self.record_key(key));
         invocation
             .arg(to_unix_ms(now()))
-            .arg(to_unix_ms(idle_deadline));
+            .arg(to_unix_ms(idle_deadline))
+            .arg(expected_version);
         let touched: i64 = self
             .run(async |conn| invocation.invoke_async(conn).await)
             .await?;

@@ -223,7 +223,7 @@ async fn tombstone_of_a_pruned_member<C: ConnectionLike + Send + Sync>(
     );
     assert!(
         !store
-            .touch(&key, now() + Duration::from_secs(60))
+            .touch(&key, 0, now() + Duration::from_secs(60))
             .await
             .unwrap()
     );

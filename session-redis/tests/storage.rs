@@ -179,7 +179,7 @@ async fn value_layout_and_ttls_match_the_docs() {
     // A touch rewrites `i` and `a` and the TTL, nothing else.
     let before_touch = to_unix_ms(now());
     let idle = now() + Duration::from_secs(1200);
-    assert!(store.touch(&key, idle).await.unwrap());
+    assert!(store.touch(&key, 0, idle).await.unwrap());
     let touched: String = conn.get(&record_key).await.unwrap();
     let (old, new) = (header(&value), header(&touched));
     assert_eq!(new[2], ms(idle), "touch sets `i`");
@@ -365,7 +365,7 @@ async fn foreign_and_old_values_are_absent() {
         );
         assert!(
             !store
-                .touch(key, now() + Duration::from_secs(60))
+                .touch(key, 0, now() + Duration::from_secs(60))
                 .await
                 .unwrap(),
             "touch of {what}"

@@ -257,9 +257,10 @@ impl SessionStore for AnyStore {
     async fn touch(
         &self,
         key: &StoreKey,
+        expected_version: u64,
         idle_deadline: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        self.inner.touch(key, idle_deadline).await
+        self.inner.touch(key, expected_version, idle_deadline).await
     }
 
     async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {

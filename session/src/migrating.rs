@@ -254,13 +254,14 @@ impl<Old: SessionStore, New: SessionStore> SessionStore for MigratingStore<Old, 
     async fn touch(
         &self,
         key: &StoreKey,
+        expected_version: u64,
         idle_deadline: OffsetDateTime,
     ) -> Result<bool, StoreError> {
         let Stores { old, new } = &*self.stores;
-        if old.touch(key, idle_deadline).await? {
+        if old.touch(key, expected_version, idle_deadline).await? {
             return Ok(true);
         }
-        new.touch(key, idle_deadline).await
+        new.touch(key, expected_version, idle_deadline).await
     }
 
     async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {

@@ -31,7 +31,10 @@ use tower::ServiceExt as _;
 
 const INSTANCES: usize = 3;
 
-async fn incr(State(runs): State<Arc<AtomicU64>>, session: Session) -> Result<String, SessionError> {
+async fn incr(
+    State(runs): State<Arc<AtomicU64>>,
+    session: Session,
+) -> Result<String, SessionError> {
     runs.fetch_add(1, Ordering::Relaxed);
     let n: u64 = session.get("n").await?.unwrap_or_default();
     session.insert("n", n + 1).await?;
@@ -66,7 +69,13 @@ struct Tally {
     unavailable: AtomicU64,
 }
 
-async fn run(apps: &Arc<Vec<Router>>, runs: &Arc<AtomicU64>, clients: usize, seconds: u64, shared: bool) {
+async fn run(
+    apps: &Arc<Vec<Router>>,
+    runs: &Arc<AtomicU64>,
+    clients: usize,
+    seconds: u64,
+    shared: bool,
+) {
     // One session for all, or one per client.
     let sessions = if shared { 1 } else { clients };
     let mut cookies = Vec::new();

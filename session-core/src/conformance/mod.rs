@@ -57,6 +57,7 @@ macro_rules! conformance_tests {
             gone_after_delete,
             delete_if_unchanged_compares_version,
             touch_extends,
+            touch_of_an_older_version_changes_nothing,
             principal_index,
             parallel_updates_lose_nothing,
             parallel_distinct_keys_all_kept,
@@ -96,6 +97,7 @@ macro_rules! conformance_tests {
             non_conflicting_commits_make_no_extra_store_calls,
             failed_handler_commits_nothing,
             size_limit_holds_when_parallel_writes_combine,
+            touch_never_undoes_a_shorter_idle_timeout,
         );
     };
 }

@@ -131,6 +131,23 @@ async fn blob(
     Ok("stored".to_owned())
 }
 
+/// Reads `n` (held after the read when armed) and changes nothing.
+async fn peek(State(probe): State<Probe>, session: Session) -> Answer {
+    probe.ran("peek");
+    let n: u64 = session.get("n").await?.unwrap_or_default();
+    probe.hold().await;
+    Ok(n.to_string())
+}
+
+/// Shortens the session's idle timeout to 15 minutes.
+async fn shorten(session: Session) -> Answer {
+    let minutes = |n: u64| std::time::Duration::from_secs(60 * n);
+    session
+        .set_expiry(crate::Expiry::new(minutes(15), minutes(7 * 24 * 60)))
+        .await?;
+    Ok("shortened".to_owned())
+}
+
 async fn destroy(session: Session) -> Answer {
     session.destroy().await?;
     Ok("destroyed".to_owned())
@@ -153,6 +170,8 @@ fn instance(layer: SessionLayer, probe: &Probe) -> Router {
         .route("/bump", get(bump))
         .route("/login", get(login).post(login))
         .route("/destroy", get(destroy))
+        .route("/peek", get(peek))
+        .route("/shorten", get(shorten))
         .route("/blob/{key}/{bytes}", get(blob))
         .route("/fail", get(fail))
         .with_state(probe.clone())
@@ -565,4 +584,48 @@ pub async fn size_limit_holds_when_parallel_writes_combine<S: SessionStore>(stor
         "the refused value was stored"
     );
     assert_eq!(probe.runs("blob"), 3, "two runs, one re-run");
+}
+
+/// A read-only request's touch racing a `set_expiry` that shortens the idle
+/// timeout (forced): the touch was computed from the version the reader
+/// loaded, with the old, long timeout, so it changes nothing once the
+/// shorter expiry is saved. The session keeps the short idle deadline.
+pub async fn touch_never_undoes_a_shorter_idle_timeout<S: SessionStore>(store: S) {
+    let store: Arc<dyn SessionStore> = Arc::new(store);
+    let probe = Probe::default();
+    let apps: Vec<Router> = (0..2)
+        .map(|_| {
+            // Every read is due for a touch.
+            let layer =
+                SessionLayer::from_arc(store.clone()).touch_interval(std::time::Duration::ZERO);
+            instance(layer, &probe)
+        })
+        .collect();
+    let pair = send(&apps[0], "/incr", None)
+        .await
+        .cookie_pair()
+        .expect("cookie");
+    probe.arm();
+    let reader = {
+        let (app, pair) = (apps[0].clone(), pair.clone());
+        tokio::spawn(async move { get_with(&app, "/peek", &pair).await })
+    };
+    probe.loaded.notified().await;
+    let short = get_with(&apps[1], "/shorten", &pair).await;
+    assert_eq!(short.status, StatusCode::OK);
+    let shortened = stored(&store, &pair).await.expect("session");
+    probe.release.notify_one();
+    let read = reader.await.expect("task");
+    assert_eq!((read.status, read.body.as_str()), (StatusCode::OK, "1"));
+    let after = stored(&store, &pair).await.expect("session");
+    assert_eq!(
+        after.idle_deadline, shortened.idle_deadline,
+        "the reader's touch moved the shortened idle deadline"
+    );
+    let limit = crate::record::now() + time::Duration::minutes(15);
+    assert!(
+        after.idle_deadline <= limit,
+        "idle deadline {} past 15 minutes",
+        after.idle_deadline
+    );
 }

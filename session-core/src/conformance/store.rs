@@ -148,7 +148,7 @@ pub async fn gone_after_delete<S: SessionStore>(store: S) {
     );
     let deadline = now() + time::Duration::hours(1);
     assert!(
-        !store.touch(&key, deadline).await.expect("touch"),
+        !store.touch(&key, 0, deadline).await.expect("touch"),
         "touch of a deleted record"
     );
     assert_eq!(
@@ -206,6 +206,33 @@ pub async fn delete_if_unchanged_compares_version<S: SessionStore>(store: S) {
     );
 }
 
+/// A touch names the version its caller read: once a save has written
+/// another version (which restarted the idle deadline with the session's
+/// idle timeout of now, perhaps a shorter one), a touch computed from the
+/// older version changes nothing and answers `false`.
+pub async fn touch_of_an_older_version_changes_nothing<S: SessionStore>(store: S) {
+    let key = new_key();
+    let record = new_record();
+    assert!(store.create(&key, &record).await.expect("create"));
+    let mut shorter = record.clone();
+    shorter.idle_deadline = now() + time::Duration::minutes(15);
+    assert_eq!(
+        store.save(&key, &next(shorter, 0), 0).await.expect("save"),
+        SaveOutcome::Saved
+    );
+    let saved = store.load(&key).await.expect("load").expect("present");
+    let long = now() + time::Duration::hours(24);
+    assert!(
+        !store.touch(&key, 0, long).await.expect("touch"),
+        "a touch of version 0 after version 1 was saved"
+    );
+    let after = store.load(&key).await.expect("load").expect("present");
+    assert_eq!(after, saved, "the stale touch changed the record");
+    assert!(store.touch(&key, 1, long).await.expect("touch"));
+    let touched = store.load(&key).await.expect("load").expect("present");
+    assert_eq!(touched.idle_deadline, long.min(touched.absolute_deadline));
+}
+
 /// `touch` extends the idle deadline without changing data or version, never
 /// moves it earlier, and never past the absolute deadline.
 pub async fn touch_extends<S: SessionStore>(store: S) {
@@ -217,7 +244,7 @@ pub async fn touch_extends<S: SessionStore>(store: S) {
     tokio::time::sleep(Duration::from_millis(150)).await;
     let extended = now() + time::Duration::seconds(30);
     assert!(
-        store.touch(&key, extended).await.expect("touch"),
+        store.touch(&key, 0, extended).await.expect("touch"),
         "touch of a live record"
     );
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -238,7 +265,7 @@ pub async fn touch_extends<S: SessionStore>(store: S) {
     // A touch never moves the idle deadline earlier (a parallel save may
     // have given the session a longer idle timeout than the toucher knew).
     let earlier = now() + time::Duration::seconds(5);
-    assert!(store.touch(&key, earlier).await.expect("touch"));
+    assert!(store.touch(&key, 0, earlier).await.expect("touch"));
     let loaded = store.load(&key).await.expect("load").expect("present");
     assert_eq!(
         loaded.idle_deadline, extended,
@@ -252,7 +279,7 @@ pub async fn touch_extends<S: SessionStore>(store: S) {
     assert!(store.create(&key, &capped).await.expect("create"));
     assert!(
         store
-            .touch(&key, now() + time::Duration::hours(1))
+            .touch(&key, 0, now() + time::Duration::hours(1))
             .await
             .expect("touch")
     );
@@ -491,7 +518,7 @@ pub async fn delete_racing_writes_never_resurrects<S: SessionStore>(store: S) {
                     let _ = store.save(&key, &next(record, 0), 0).await.expect("save");
                 } else {
                     let deadline = now() + time::Duration::hours(2);
-                    let _ = store.touch(&key, deadline).await.expect("touch");
+                    let _ = store.touch(&key, 0, deadline).await.expect("touch");
                 }
             })
         };

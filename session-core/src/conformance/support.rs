@@ -114,10 +114,11 @@ impl<S: SessionStore> SessionStore for CountingStore<S> {
     async fn touch(
         &self,
         key: &StoreKey,
+        expected_version: u64,
         idle_deadline: OffsetDateTime,
     ) -> Result<bool, StoreError> {
         bump(&self.touch);
-        self.inner.touch(key, idle_deadline).await
+        self.inner.touch(key, expected_version, idle_deadline).await
     }
 
     async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
@@ -172,7 +173,7 @@ impl SessionStore for FailingStore {
     async fn save(&self, _: &StoreKey, _: &Record, _: u64) -> Result<SaveOutcome, StoreError> {
         Err(refused())
     }
-    async fn touch(&self, _: &StoreKey, _: OffsetDateTime) -> Result<bool, StoreError> {
+    async fn touch(&self, _: &StoreKey, _: u64, _: OffsetDateTime) -> Result<bool, StoreError> {
         Err(refused())
     }
     async fn delete(&self, _: &StoreKey) -> Result<(), StoreError> {
@@ -211,7 +212,7 @@ impl SessionStore for HangingStore {
     async fn save(&self, _: &StoreKey, _: &Record, _: u64) -> Result<SaveOutcome, StoreError> {
         hang().await
     }
-    async fn touch(&self, _: &StoreKey, _: OffsetDateTime) -> Result<bool, StoreError> {
+    async fn touch(&self, _: &StoreKey, _: u64, _: OffsetDateTime) -> Result<bool, StoreError> {
         hang().await
     }
     async fn delete(&self, _: &StoreKey) -> Result<(), StoreError> {
@@ -412,10 +413,14 @@ impl<S: SessionStore> SessionStore for FaultStore<S> {
     async fn touch(
         &self,
         key: &StoreKey,
+        expected_version: u64,
         idle_deadline: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        self.around(Call::Touch, self.inner.touch(key, idle_deadline))
-            .await
+        self.around(
+            Call::Touch,
+            self.inner.touch(key, expected_version, idle_deadline),
+        )
+        .await
     }
 
     async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {

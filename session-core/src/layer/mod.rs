@@ -533,6 +533,7 @@ impl Config {
             async fn touch(
                 &self,
                 _: &crate::StoreKey,
+                _: u64,
                 _: time::OffsetDateTime,
             ) -> Result<bool, crate::StoreError> {
                 Ok(false)

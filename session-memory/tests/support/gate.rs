@@ -184,10 +184,11 @@ impl<S: SessionStore> SessionStore for Gate<S> {
     async fn touch(
         &self,
         key: &StoreKey,
+        expected_version: u64,
         idle_deadline: OffsetDateTime,
     ) -> Result<bool, StoreError> {
         self.checkpoint(Call::Touch, At::Before, key).await;
-        let result = self.inner.touch(key, idle_deadline).await;
+        let result = self.inner.touch(key, expected_version, idle_deadline).await;
         self.checkpoint(Call::Touch, At::After, key).await;
         result
     }

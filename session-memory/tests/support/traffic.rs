@@ -349,7 +349,7 @@ async fn store_worker(
                 }
                 50..60 => {
                     let later = now() + Duration::from_secs(60 + rng.below(600));
-                    if !store.touch(&key, later).await.unwrap() {
+                    if !store.touch(&key, version, later).await.unwrap() {
                         shared.fail(format!("touch of live {} missed", key.short()));
                     }
                 }
