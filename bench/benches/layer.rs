@@ -1,6 +1,7 @@
 //! In-process cost of a session layer per request, on the memory store:
 //! the app of `bench::app` called with tower's `oneshot` (no network), for
-//! our layer, tower-sessions (moka store and its own `MemoryStore`) and no
+//! our layer (default, and with `ConflictPolicy::Refuse`, which keeps
+//! nothing of a request for a re-run), tower-sessions (moka store and its own `MemoryStore`) and no
 //! layer at all. Routes: `untouched` (behind the layer, session never used),
 //! `read`, `write` (counter increment) and `new` (`/write` without a cookie:
 //! creates a session).
@@ -48,6 +49,13 @@ fn layer(c: &mut Criterion) {
         .expect("runtime");
     let apps = [
         ("ours", bench::app::ours(MemoryStore::default())),
+        (
+            "ours-refuse",
+            bench::app::ours_with(
+                bench::app::ours_layer(MemoryStore::default())
+                    .conflict_policy(session_core::ConflictPolicy::Refuse),
+            ),
+        ),
         (
             "tower-sessions-moka",
             bench::app::tower_sessions(tower_sessions_moka_store::MokaStore::new(Some(

@@ -28,11 +28,16 @@ pub fn ours_layer(store: impl SessionStore) -> SessionLayer {
 
 /// The app behind our layer over `store`.
 pub fn ours(store: impl SessionStore) -> Router {
+    ours_with(ours_layer(store))
+}
+
+/// The app behind `layer` (one of ours, configured otherwise).
+pub fn ours_with(layer: SessionLayer) -> Router {
     Router::new()
         .route("/read", get(ours_read))
         .route("/write", get(ours_write))
         .route("/untouched", get(untouched))
-        .layer(ours_layer(store))
+        .layer(layer)
 }
 
 async fn ours_read(session: session_core::Session) -> Result<String, SessionError> {

@@ -57,10 +57,12 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let config = self.config.clone();
         let cookie_ids = config.cookie.read(request.headers(), &config.wire_name);
-        // Kept only for requests that may run again (see `rerun`).
+        // Kept only for requests that may run again (see `rerun`), and only
+        // when a cookie names a session: without one, the request can only
+        // create a session, which never conflicts.
         let template = match config.conflict_policy {
-            ConflictPolicy::Rerun => Template::of(&request),
-            ConflictPolicy::Refuse => None,
+            ConflictPolicy::Rerun if !cookie_ids.is_empty() => Template::of(&request),
+            _ => None,
         };
         let mut session = Session::new(config.clone(), cookie_ids);
         request.extensions_mut().insert(session.clone());
