@@ -7,9 +7,28 @@
 
 mod common;
 
+// Without the backend features only `connect` is used.
+#[cfg_attr(
+    not(all(feature = "redis", feature = "postgres")),
+    allow(unused_imports)
+)]
 use common::{connect, database_url, env, fresh};
 
 use session::AnyStore;
+
+/// Without a backend's feature its cases are not compiled: say so instead.
+#[cfg(not(feature = "redis"))]
+#[test]
+fn redis_cases_need_the_redis_feature() {
+    panic!("the Redis cases need `--features redis` (scripts/test passes --all-features)");
+}
+
+/// Without a backend's feature its cases are not compiled: say so instead.
+#[cfg(not(feature = "postgres"))]
+#[test]
+fn postgres_cases_need_the_postgres_feature() {
+    panic!("the Postgres cases need `--features postgres` (scripts/test passes --all-features)");
+}
 
 async fn memory() -> AnyStore {
     connect("memory://?timeout=2s").await
