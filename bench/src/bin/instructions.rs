@@ -1,0 +1,61 @@
+//! A fixed number of in-process requests through the memory-store app, for
+//! counting instructions per request with callgrind (repeatable on a busy
+//! machine, unlike wall-clock time):
+//!
+//! ```text
+//! valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+//!     target/release/instructions ROUTE N [refuse]   # ROUTE: untouched, read, write, new
+//! ```
+//!
+//! Subtract a run with N = 0 (set-up only) and divide by N.
+
+use axum::body::Body;
+use http::header::{COOKIE, SET_COOKIE};
+use http::Request;
+use tower::ServiceExt as _;
+
+fn main() -> Result<(), bench::BoxError> {
+    let mut args = std::env::args().skip(1);
+    let route = args.next().unwrap_or_else(|| "read".to_owned());
+    let n: usize = args.next().map_or(Ok(10_000), |a| a.parse())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let layer = bench::app::ours_layer(session_memory::MemoryStore::default());
+        let app = bench::app::ours_with(if args.next().as_deref() == Some("refuse") {
+            layer.conflict_policy(session_core::ConflictPolicy::Refuse)
+        } else {
+            layer
+        });
+        let first = app
+            .clone()
+            .oneshot(Request::get("/write").body(Body::empty())?)
+            .await?;
+        let cookie = first
+            .headers()
+            .get(SET_COOKIE)
+            .ok_or("no cookie")?
+            .to_str()?
+            .split(';')
+            .next()
+            .ok_or("no pair")?
+            .to_owned();
+        let (path, with_cookie) = match route.as_str() {
+            "untouched" => ("/untouched", true),
+            "read" => ("/read", true),
+            "write" => ("/write", true),
+            "new" => ("/write", false),
+            other => return Err(format!("unknown route {other}").into()),
+        };
+        for _ in 0..n {
+            let mut request = Request::get(path).header("host", "localhost").header("user-agent", "bench");
+            if with_cookie {
+                request = request.header(COOKIE, &cookie);
+            }
+            let response = app.clone().oneshot(request.body(Body::empty())?).await?;
+            assert!(response.status().is_success());
+        }
+        Ok::<_, bench::BoxError>(())
+    })
+}
