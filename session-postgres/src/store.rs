@@ -378,6 +378,24 @@ impl PostgresStore {
         result
     }
 
+    /// After a compare-and-set statement (`save`, `delete_if_unchanged`)
+    /// changed nothing: whether a live row is left under `key`, which tells
+    /// `Conflict` (the version differed) from `Gone`. The statement looked
+    /// after waiting for any writer holding the row; this new statement
+    /// sees what that writer committed.
+    async fn still_live(&self, key: &StoreKey) -> Result<bool, StoreError> {
+        let live: Option<i64> = self
+            .run(|mut conn| async move {
+                let result = sqlx::query_scalar(AssertSqlSafe(self.sql.live_version.clone()))
+                    .bind(key.as_str())
+                    .fetch_optional(&mut *conn)
+                    .await;
+                (conn, result)
+            })
+            .await?;
+        Ok(live.is_some())
+    }
+
     /// A sqlx error as a store error; a missing table or schema (SQLSTATE
     /// `42P01`, `3F000`) says to run [`migrate`](Self::migrate).
     fn backend(&self, error: sqlx::Error) -> StoreError {
@@ -605,21 +623,10 @@ impl SessionStore for PostgresStore {
         if saved.rows_affected() == 1 {
             return Ok(SaveOutcome::Saved);
         }
-        // Nothing saved: the version differed, or no live row was left, when
-        // the UPDATE looked (after waiting for any writer holding the row).
-        // A new statement sees what that writer committed.
-        let live: Option<i64> = self
-            .run(|mut conn| async move {
-                let result = sqlx::query_scalar(AssertSqlSafe(self.sql.live_version.clone()))
-                    .bind(key.as_str())
-                    .fetch_optional(&mut *conn)
-                    .await;
-                (conn, result)
-            })
-            .await?;
-        Ok(match live {
-            Some(_) => SaveOutcome::Conflict,
-            None => SaveOutcome::Gone,
+        Ok(if self.still_live(key).await? {
+            SaveOutcome::Conflict
+        } else {
+            SaveOutcome::Gone
         })
     }
 
@@ -681,19 +688,10 @@ impl SessionStore for PostgresStore {
         if deleted.rows_affected() == 1 {
             return Ok(DeleteOutcome::Deleted);
         }
-        // As in `save`: a new statement sees what a parallel writer committed.
-        let live: Option<i64> = self
-            .run(|mut conn| async move {
-                let result = sqlx::query_scalar(AssertSqlSafe(self.sql.live_version.clone()))
-                    .bind(key.as_str())
-                    .fetch_optional(&mut *conn)
-                    .await;
-                (conn, result)
-            })
-            .await?;
-        Ok(match live {
-            Some(_) => DeleteOutcome::Conflict,
-            None => DeleteOutcome::Gone,
+        Ok(if self.still_live(key).await? {
+            DeleteOutcome::Conflict
+        } else {
+            DeleteOutcome::Gone
         })
     }
 
