@@ -10,9 +10,9 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::get;
 use http::StatusCode;
-use session_core::conformance::http::{Reply, id_of, send};
+use session_core::conformance::http::{Reply, destroy, id_of, login, send};
 use session_core::conformance::support::{Call, FaultStore};
-use session_core::{FailurePolicy, Session, SessionError, SessionLayer, SessionStore};
+use session_core::{FailurePolicy, Record, Session, SessionError, SessionLayer, SessionStore};
 use session_memory::MemoryStore;
 
 async fn count(session: Session) -> Result<String, SessionError> {
@@ -21,22 +21,11 @@ async fn count(session: Session) -> Result<String, SessionError> {
     Ok((n + 1).to_string())
 }
 
-async fn login(session: Session) -> Result<&'static str, SessionError> {
-    session.cycle_id().await?;
-    session.set_principal("ada").await?;
-    Ok("welcome")
-}
-
-async fn logout(session: Session) -> Result<&'static str, SessionError> {
-    session.destroy().await?;
-    Ok("bye")
-}
-
 fn app(store: Arc<FaultStore<MemoryStore>>, policy: FailurePolicy, timeout: Duration) -> Router {
     Router::new()
         .route("/count", get(count))
         .route("/login", get(login))
-        .route("/logout", get(logout))
+        .route("/logout", get(destroy))
         .layer(
             SessionLayer::from_arc(store)
                 .failure_policy(policy)
@@ -55,6 +44,21 @@ async fn session(app: &Router) -> String {
     send(app, "/count", None).await.cookie_pair().unwrap()
 }
 
+/// The session the cookie `pair` names, read from the store directly.
+async fn stored(store: &FaultStore<MemoryStore>, pair: &str) -> Option<Record> {
+    store.load(&id_of(pair).store_key()).await.unwrap()
+}
+
+/// `reply` has `status` and sets no cookie (`case` says which case it is).
+fn assert_answer(reply: &Reply, status: StatusCode, case: &str) {
+    assert_eq!(reply.status, status, "{case}: {}", reply.body);
+    assert!(
+        reply.set_cookies.is_empty(),
+        "{case}: {:?}",
+        reply.set_cookies
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_login_never_leaves_the_principal_on_the_old_id() {
     for policy in POLICIES {
@@ -65,19 +69,9 @@ async fn failed_login_never_leaves_the_principal_on_the_old_id() {
             store.fail(failing, 0);
             let reply = with_cookie(&app, "/login", &old).await;
             let case = format!("{policy:?}, {failing:?} failing");
-            assert_eq!(
-                reply.status,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "{case}: {}",
-                reply.body
-            );
-            assert!(
-                reply.set_cookies.is_empty(),
-                "{case}: {:?}",
-                reply.set_cookies
-            );
+            assert_answer(&reply, StatusCode::SERVICE_UNAVAILABLE, &case);
             store.heal();
-            let record = store.load(&id_of(&old).store_key()).await.unwrap();
+            let record = stored(&store, &old).await;
             let record = record.expect("the old session is as it was");
             assert_eq!(
                 record.principal, None,
@@ -100,35 +94,19 @@ async fn failed_logout_is_never_answered_as_done() {
         let pair = session(&app).await;
         store.fail(Call::Delete, 0);
         let reply = with_cookie(&app, "/logout", &pair).await;
-        assert_eq!(
-            reply.status,
+        assert_answer(
+            &reply,
             StatusCode::SERVICE_UNAVAILABLE,
-            "{policy:?}: {}",
-            reply.body
-        );
-        assert!(
-            reply.set_cookies.is_empty(),
-            "{policy:?}: {:?}",
-            reply.set_cookies
+            &format!("{policy:?}"),
         );
         store.heal();
         assert!(
-            store
-                .load(&id_of(&pair).store_key())
-                .await
-                .unwrap()
-                .is_some(),
+            stored(&store, &pair).await.is_some(),
             "{policy:?}: the session is still there, as the 503 says"
         );
         let again = with_cookie(&app, "/logout", &pair).await;
         assert_eq!(again.status, StatusCode::OK, "the retried logout works");
-        assert!(
-            store
-                .load(&id_of(&pair).store_key())
-                .await
-                .unwrap()
-                .is_none()
-        );
+        assert!(stored(&store, &pair).await.is_none());
     }
 }
 
@@ -144,12 +122,7 @@ async fn failed_create_stores_nothing() {
         store.fail(Call::Create, 0);
         let app = app(store.clone(), policy, Duration::from_secs(2));
         let reply = send(&app, "/count", None).await;
-        assert_eq!(reply.status, status, "{policy:?}");
-        assert!(
-            reply.set_cookies.is_empty(),
-            "{policy:?}: {:?}",
-            reply.set_cookies
-        );
+        assert_answer(&reply, status, &format!("{policy:?}"));
         assert_eq!(store.inner().len(), 0, "{policy:?}");
     }
 }
@@ -171,10 +144,6 @@ async fn a_save_answering_late_is_a_503_that_may_have_landed() {
     let reply = with_cookie(&app, "/count", &pair).await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     store.heal();
-    let record = store
-        .load(&id_of(&pair).store_key())
-        .await
-        .unwrap()
-        .unwrap();
+    let record = stored(&store, &pair).await.unwrap();
     assert_eq!(record.data["n"], 2, "the late save landed all the same");
 }

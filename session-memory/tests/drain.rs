@@ -1,5 +1,6 @@
 //! `MemoryStore::drain_into` while requests are still running, one forced
-//! interleaving per test: the target is wrapped in a [`Gate`] that holds the
+//! interleaving per test: the target is wrapped in a
+//! [`FaultStore`](session_core::conformance::support::FaultStore) that holds the
 //! drain's copy of a session (after the target stored it, before the drain
 //! goes on), and the test makes a request's store call right then.
 
@@ -12,16 +13,20 @@ use std::time::Duration;
 
 use serde_json::json;
 use session_core::conformance::store::{new_key, new_record};
+use session_core::conformance::support::{At, Call, FaultStore, Pause};
 use session_core::record::now;
 use session_core::{DeleteOutcome, Record, SaveOutcome, SessionStore, StoreKey};
-use session_memory::MemoryStore;
-use support::gate::{At, Call, Gate};
+use session_memory::{DrainReport, MemoryStore};
 use support::{finish, release_then_finish};
+use tokio::task::JoinHandle;
 
-type Target = Arc<Gate<MemoryStore>>;
+type Target = Arc<FaultStore<MemoryStore>>;
 
 fn stores() -> (MemoryStore, Target) {
-    (MemoryStore::new(), Arc::new(Gate::new(MemoryStore::new())))
+    (
+        MemoryStore::new(),
+        Arc::new(FaultStore::new(MemoryStore::new())),
+    )
 }
 
 /// `record` as its next version, with `n` in its data.
@@ -44,28 +49,61 @@ async fn one_session(store: &MemoryStore) -> (StoreKey, Record) {
     (key, record)
 }
 
-fn drain(
-    local: &MemoryStore,
-    target: &Target,
-) -> tokio::task::JoinHandle<session_memory::DrainReport> {
-    let (local, target) = (local.clone(), target.clone());
-    tokio::spawn(async move { local.drain_into(&target).await.unwrap() })
+/// A drain of `local` into `target`, held at its first copy: the target
+/// has stored the session, the drain has not gone on.
+struct HeldDrain {
+    local: MemoryStore,
+    copied: Pause,
+    drain: JoinHandle<DrainReport>,
+}
+
+async fn held_drain(local: &MemoryStore, target: &Target) -> HeldDrain {
+    let copied = target.pause_at(Call::Create, At::After);
+    let drain = {
+        let (local, target) = (local.clone(), target.clone());
+        tokio::spawn(async move { local.drain_into(&target).await.unwrap() })
+    };
+    copied.reached().await;
+    HeldDrain {
+        local: local.clone(),
+        copied,
+        drain,
+    }
+}
+
+impl HeldDrain {
+    /// Lets the drain go on; its report.
+    async fn finish(self) -> DrainReport {
+        self.copied.release();
+        finish(self.drain).await
+    }
+
+    /// Makes `call` (a request's store call on the memory store, for
+    /// `key`) while the copy is held, lets the drain go on once `call` is
+    /// done or waiting for it; the call's answer and the drain's report.
+    async fn during<T, F>(
+        self,
+        key: &StoreKey,
+        call: impl FnOnce(MemoryStore, StoreKey) -> F,
+    ) -> (T, DrainReport)
+    where
+        T: Send + 'static,
+        F: Future<Output = T> + Send + 'static,
+    {
+        let call = tokio::spawn(call(self.local.clone(), key.clone()));
+        let answer = release_then_finish(call, || self.copied.release()).await;
+        (answer, finish(self.drain).await)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_logout_during_the_copy_is_not_undone() {
     let (local, target) = stores();
     let (key, _) = one_session(&local).await;
-    let copied = target.stop(Call::Create, At::After);
-    let drain = drain(&local, &target);
-    copied.arrived().await;
+    let drain = held_drain(&local, &target).await;
 
-    let logout = tokio::spawn({
-        let (local, key) = (local.clone(), key.clone());
-        async move { local.delete(&key).await.unwrap() }
-    });
-    release_then_finish(logout, || copied.release()).await;
-    let report = finish(drain).await;
+    let logout = |local: MemoryStore, key| async move { local.delete(&key).await.unwrap() };
+    let ((), report) = drain.during(&key, logout).await;
 
     assert_eq!(
         target.inner().load(&key).await.unwrap(),
@@ -76,21 +114,24 @@ async fn a_logout_during_the_copy_is_not_undone() {
     assert_eq!(report.moved, 1, "{report:?}");
 }
 
+/// One session, saved (its next version, `n` = 1) while the drain holds
+/// its copy: the session, the save's outcome and the drain's report.
+async fn a_save_during_the_copy(
+    local: &MemoryStore,
+    target: &Target,
+) -> (StoreKey, SaveOutcome, DrainReport) {
+    let (key, record) = one_session(local).await;
+    let drain = held_drain(local, target).await;
+    let saved = next(&record, 1);
+    let save = |local: MemoryStore, key| async move { local.save(&key, &saved, 0).await.unwrap() };
+    let (outcome, report) = drain.during(&key, save).await;
+    (key, outcome, report)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_save_during_the_copy_reaches_the_target() {
     let (local, target) = stores();
-    let (key, record) = one_session(&local).await;
-    let copied = target.stop(Call::Create, At::After);
-    let drain = drain(&local, &target);
-    copied.arrived().await;
-
-    let saved = next(&record, 1);
-    let save = tokio::spawn({
-        let (local, key, saved) = (local.clone(), key.clone(), saved.clone());
-        async move { local.save(&key, &saved, 0).await.unwrap() }
-    });
-    let outcome = release_then_finish(save, || copied.release()).await;
-    finish(drain).await;
+    let (key, outcome, _) = a_save_during_the_copy(&local, &target).await;
 
     assert_eq!(outcome, SaveOutcome::Saved);
     let there = target.inner().load(&key).await.unwrap();
@@ -106,17 +147,12 @@ async fn a_save_during_the_copy_reaches_the_target() {
 async fn a_cycle_during_the_copy_retires_the_id_in_the_target() {
     let (local, target) = stores();
     let (key, _) = one_session(&local).await;
-    let copied = target.stop(Call::Create, At::After);
-    let drain = drain(&local, &target);
-    copied.arrived().await;
+    let drain = held_drain(&local, &target).await;
 
     // A login retiring the old id (the layer's compare-and-delete).
-    let retire = tokio::spawn({
-        let (local, key) = (local.clone(), key.clone());
-        async move { local.delete_if_unchanged(&key, 0).await.unwrap() }
-    });
-    let outcome = release_then_finish(retire, || copied.release()).await;
-    finish(drain).await;
+    let retire =
+        |local: MemoryStore, key| async move { local.delete_if_unchanged(&key, 0).await.unwrap() };
+    let (outcome, _) = drain.during(&key, retire).await;
 
     assert_eq!(outcome, DeleteOutcome::Deleted);
     assert_eq!(
@@ -130,17 +166,11 @@ async fn a_cycle_during_the_copy_retires_the_id_in_the_target() {
 async fn a_touch_during_the_copy_reaches_the_target() {
     let (local, target) = stores();
     let (key, record) = one_session(&local).await;
-    let copied = target.stop(Call::Create, At::After);
-    let drain = drain(&local, &target);
-    copied.arrived().await;
+    let drain = held_drain(&local, &target).await;
 
     let later = record.idle_deadline + Duration::from_secs(3600);
-    let touch = tokio::spawn({
-        let (local, key) = (local.clone(), key.clone());
-        async move { local.touch(&key, 0, later).await.unwrap() }
-    });
-    assert!(release_then_finish(touch, || copied.release()).await);
-    finish(drain).await;
+    let touch = |local: MemoryStore, key| async move { local.touch(&key, 0, later).await.unwrap() };
+    assert!(drain.during(&key, touch).await.0);
 
     let there = target.inner().load(&key).await.unwrap().expect("moved");
     assert_eq!(
@@ -153,18 +183,14 @@ async fn a_touch_during_the_copy_reaches_the_target() {
 async fn a_session_created_during_the_drain_lands_in_the_target() {
     let (local, target) = stores();
     one_session(&local).await;
-    let copied = target.stop(Call::Create, At::After);
-    let drain = drain(&local, &target);
-    copied.arrived().await;
+    let drain = held_drain(&local, &target).await;
 
     // A new visitor while the drain is under way.
     let (key, record) = (new_key(), new_record());
-    let create = tokio::spawn({
-        let (local, key, record) = (local.clone(), key.clone(), record.clone());
-        async move { local.create(&key, &record).await.unwrap() }
-    });
-    assert!(release_then_finish(create, || copied.release()).await);
-    finish(drain).await;
+    let created = record.clone();
+    let create =
+        |local: MemoryStore, key| async move { local.create(&key, &created).await.unwrap() };
+    assert!(drain.during(&key, create).await.0);
 
     assert_eq!(
         target.inner().load(&key).await.unwrap(),
@@ -181,9 +207,7 @@ async fn a_write_to_a_session_the_drain_has_not_reached_moves_it_first() {
     let (b, record_b) = one_session(&local).await;
     let (c, record_c) = one_session(&local).await;
     // Hold the drain's first copy, whichever session it is.
-    let copied = target.stop(Call::Create, At::After);
-    let drain = drain(&local, &target);
-    copied.arrived().await;
+    let drain = held_drain(&local, &target).await;
 
     // Save every session the drain has not copied yet, while it still
     // holds its first copy.
@@ -205,8 +229,7 @@ async fn a_write_to_a_session_the_drain_has_not_reached_moves_it_first() {
         assert_eq!(outcome, SaveOutcome::Saved);
         expected.push((key.clone(), saved));
     }
-    copied.release();
-    let report = finish(drain).await;
+    let report = drain.finish().await;
 
     for (key, saved) in &expected {
         assert_eq!(
@@ -223,17 +246,7 @@ async fn a_write_to_a_session_the_drain_has_not_reached_moves_it_first() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_report_counts_only_sessions_that_left_memory() {
     let (local, target) = stores();
-    let (key, record) = one_session(&local).await;
-    let copied = target.stop(Call::Create, At::After);
-    let drain = drain(&local, &target);
-    copied.arrived().await;
-
-    let save = tokio::spawn({
-        let (local, key, saved) = (local.clone(), key.clone(), next(&record, 1));
-        async move { local.save(&key, &saved, 0).await.unwrap() }
-    });
-    release_then_finish(save, || copied.release()).await;
-    let report = finish(drain).await;
+    let (key, _, report) = a_save_during_the_copy(&local, &target).await;
 
     // Moved: gone from memory, and in the target.
     let left_memory = held(&local).await == 0;
@@ -250,16 +263,13 @@ async fn the_report_counts_only_sessions_that_left_memory() {
 async fn loads_during_and_after_the_drain_find_moved_sessions() {
     let (local, target) = stores();
     let (moved, record) = one_session(&local).await;
-    let copied = target.stop(Call::Create, At::After);
-    let drain = drain(&local, &target);
-    copied.arrived().await;
+    let drain = held_drain(&local, &target).await;
     // Mid-copy, the session is still served (from memory or the target).
     assert_eq!(
         local.load(&moved).await.unwrap().map(|r| r.version),
         Some(record.version)
     );
-    copied.release();
-    finish(drain).await;
+    drain.finish().await;
 
     assert_eq!(
         local.load(&moved).await.unwrap(),

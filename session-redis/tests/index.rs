@@ -24,6 +24,22 @@ use common::{
     cluster_store, fresh_prefix, raw_cluster_connection, raw_connection, standalone_store,
 };
 
+/// Two tests of the case `$case` (an `async fn(RedisStore, connection)`):
+/// `$standalone` on a standalone server, `$cluster` on a Redis Cluster.
+macro_rules! on_both {
+    ($case:ident: $standalone:ident, $cluster:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $standalone() {
+            $case(standalone_store().await, raw_connection().await).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $cluster() {
+            $case(cluster_store().await, raw_cluster_connection().await).await;
+        }
+    };
+}
+
 fn new_key() -> StoreKey {
     Id::random().unwrap().store_key()
 }
@@ -83,6 +99,20 @@ async fn write_by_hand<C: ConnectionLike + Send + Sync>(
     written.is_some()
 }
 
+/// A "log out everywhere" of `principal` deletes the record under `key`,
+/// and counts it if it was `written` (`escaped` says what it means if not).
+async fn next_logout_deletes(
+    store: &RedisStore,
+    principal: &str,
+    key: &StoreKey,
+    written: bool,
+    escaped: &str,
+) {
+    let deleted = store.delete_by_principal(principal).await.unwrap();
+    assert_eq!(store.load(key).await.unwrap(), None, "{escaped}");
+    assert_eq!(deleted, u64::from(written), "sessions deleted");
+}
+
 /// A `list_by_principal` runs between the create's two steps: it sees the
 /// member without a record. Whatever it does about that, the record must not
 /// end up live outside the index: either the write is refused (then `create`
@@ -98,28 +128,19 @@ async fn listing_between_index_and_write<C: ConnectionLike + Send + Sync>(
     assert!(store.list_by_principal(ada).await.unwrap().is_empty());
     let written = write_by_hand(&mut conn, &store, &key, &record).await;
 
-    let deleted = store.delete_by_principal(ada).await.unwrap();
-    assert_eq!(
-        store.load(&key).await.unwrap(),
-        None,
-        "a record written after a listing pruned its member escaped delete_by_principal"
-    );
-    assert_eq!(deleted, u64::from(written), "sessions deleted");
+    let escaped = "a record written after a listing pruned its member escaped delete_by_principal";
+    next_logout_deletes(&store, ada, &key, written, escaped).await;
     assert!(
         !store.create(&key, &record).await.unwrap(),
         "create reports the pruned key taken"
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn listing_between_create_index_and_write_loses_no_record() {
-    listing_between_index_and_write(standalone_store().await, raw_connection().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cluster_listing_between_create_index_and_write_loses_no_record() {
-    listing_between_index_and_write(cluster_store().await, raw_cluster_connection().await).await;
-}
+on_both!(
+    listing_between_index_and_write:
+    listing_between_create_index_and_write_loses_no_record,
+    cluster_listing_between_create_index_and_write_loses_no_record
+);
 
 /// The same with a `delete_by_principal` between the two steps: a session
 /// created while "log out everywhere" ran may survive it, but must still be
@@ -134,28 +155,20 @@ async fn logout_between_index_and_write<C: ConnectionLike + Send + Sync>(
     assert_eq!(store.delete_by_principal(ada).await.unwrap(), 0);
     let written = write_by_hand(&mut conn, &store, &key, &record).await;
 
-    let deleted = store.delete_by_principal(ada).await.unwrap();
-    assert_eq!(
-        store.load(&key).await.unwrap(),
-        None,
-        "a record written after delete_by_principal pruned its member escaped the next one"
-    );
-    assert_eq!(deleted, u64::from(written), "sessions deleted");
+    let escaped =
+        "a record written after delete_by_principal pruned its member escaped the next one";
+    next_logout_deletes(&store, ada, &key, written, escaped).await;
     assert!(
         !store.create(&key, &record).await.unwrap(),
         "create reports the pruned key taken"
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn logout_between_create_index_and_write_loses_no_record() {
-    logout_between_index_and_write(standalone_store().await, raw_connection().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cluster_logout_between_create_index_and_write_loses_no_record() {
-    logout_between_index_and_write(cluster_store().await, raw_cluster_connection().await).await;
-}
+on_both!(
+    logout_between_index_and_write:
+    logout_between_create_index_and_write_loses_no_record,
+    cluster_logout_between_create_index_and_write_loses_no_record
+);
 
 /// A second create of an existing key (as `MigratingStore` does when two
 /// requests copy one session at once) has indexed the key (a no-op `SADD`)
@@ -174,24 +187,15 @@ async fn duplicate_create_after_logout<C: ConnectionLike + Send + Sync>(
     assert!(members(&mut conn, &store, ada).await.is_empty());
     let written = write_by_hand(&mut conn, &store, &key, &record).await;
 
-    let deleted = store.delete_by_principal(ada).await.unwrap();
-    assert_eq!(
-        store.load(&key).await.unwrap(),
-        None,
-        "a duplicate create landing after delete_by_principal escaped the next one"
-    );
-    assert_eq!(deleted, u64::from(written), "sessions deleted");
+    let escaped = "a duplicate create landing after delete_by_principal escaped the next one";
+    next_logout_deletes(&store, ada, &key, written, escaped).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn duplicate_create_landing_after_logout_loses_no_record() {
-    duplicate_create_after_logout(standalone_store().await, raw_connection().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cluster_duplicate_create_landing_after_logout_loses_no_record() {
-    duplicate_create_after_logout(cluster_store().await, raw_cluster_connection().await).await;
-}
+on_both!(
+    duplicate_create_after_logout:
+    duplicate_create_landing_after_logout_loses_no_record,
+    cluster_duplicate_create_landing_after_logout_loses_no_record
+);
 
 /// What a pruned member leaves under its record key: a tombstone with a TTL
 /// of at most a minute, absent to every call that reads it, which refuses a
@@ -258,15 +262,11 @@ async fn tombstone_of_a_pruned_member<C: ConnectionLike + Send + Sync>(
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pruned_member_leaves_a_tombstone_absent_to_reads_that_refuses_create() {
-    tombstone_of_a_pruned_member(standalone_store().await, raw_connection().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cluster_a_pruned_member_leaves_a_tombstone_absent_to_reads_that_refuses_create() {
-    tombstone_of_a_pruned_member(cluster_store().await, raw_cluster_connection().await).await;
-}
+on_both!(
+    tombstone_of_a_pruned_member:
+    a_pruned_member_leaves_a_tombstone_absent_to_reads_that_refuses_create,
+    cluster_a_pruned_member_leaves_a_tombstone_absent_to_reads_that_refuses_create
+);
 
 /// A member whose key holds something a `create` may still replace (a dead
 /// record of this crate, a foreign value) is not pruned: that create may be
@@ -445,12 +445,8 @@ async fn creates_racing_cleanup(store: RedisStore, mut conn: impl ConnectionLike
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn creates_racing_listings_and_logouts_leave_every_live_record_indexed() {
-    creates_racing_cleanup(standalone_store().await, raw_connection().await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cluster_creates_racing_listings_and_logouts_leave_every_live_record_indexed() {
-    creates_racing_cleanup(cluster_store().await, raw_cluster_connection().await).await;
-}
+on_both!(
+    creates_racing_cleanup:
+    creates_racing_listings_and_logouts_leave_every_live_record_indexed,
+    cluster_creates_racing_listings_and_logouts_leave_every_live_record_indexed
+);

@@ -1,8 +1,9 @@
 //! `MigratingStore` when requests meet a session in the middle of its move,
-//! one forced interleaving at a time: both stores are wrapped in a `Gate`
-//! that holds chosen calls (the copy into the new store, before or after it
-//! happened) while the test runs other requests. On two memory stores, and
-//! from Redis to Postgres on the running servers.
+//! one forced interleaving at a time: both stores are wrapped in a
+//! `FaultStore` (session-core's conformance support) that holds chosen
+//! calls (the copy into the new store, before or after it happened) while
+//! the test runs other requests. On two memory stores, and from Redis to
+//! Postgres on the running servers.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests
 
 mod common;
@@ -14,19 +15,23 @@ use std::sync::Arc;
 use serde_json::json;
 use session::{DeleteOutcome, MigratingStore, Record, SaveOutcome, SessionStore, StoreKey};
 use session_core::conformance::store::{new_key, new_record};
+use session_core::conformance::support::{At, Call, FaultStore, Pause};
 use support::finish;
-use support::gate::{At, Call, Gate};
+use tokio::task::JoinHandle;
 
-type Migrating<O, N> = Arc<MigratingStore<Arc<Gate<O>>, Arc<Gate<N>>>>;
+type Migrating<O, N> = Arc<MigratingStore<Arc<FaultStore<O>>, Arc<FaultStore<N>>>>;
 
 struct Stores<O, N> {
-    old: Arc<Gate<O>>,
-    new: Arc<Gate<N>>,
+    old: Arc<FaultStore<O>>,
+    new: Arc<FaultStore<N>>,
     store: Migrating<O, N>,
 }
 
 fn stores<O: SessionStore, N: SessionStore>(old: O, new: N) -> Stores<O, N> {
-    let (old, new) = (Arc::new(Gate::new(old)), Arc::new(Gate::new(new)));
+    let (old, new) = (
+        Arc::new(FaultStore::new(old)),
+        Arc::new(FaultStore::new(new)),
+    );
     let store = Arc::new(MigratingStore::new(old.clone(), new.clone()));
     Stores { old, new, store }
 }
@@ -42,7 +47,7 @@ async fn in_old<O: SessionStore, N: SessionStore>(s: &Stores<O, N>) -> (StoreKey
 fn load<O: SessionStore, N: SessionStore>(
     s: &Stores<O, N>,
     key: &StoreKey,
-) -> tokio::task::JoinHandle<Option<Record>> {
+) -> JoinHandle<Option<Record>> {
     let (store, key) = (s.store.clone(), key.clone());
     tokio::spawn(async move { store.load(&key).await.unwrap() })
 }
@@ -66,26 +71,116 @@ async fn found<O: SessionStore, N: SessionStore>(
     )
 }
 
+/// A request moving a session (a load through the migrating store), held
+/// at its copy into the new store.
+struct Mover {
+    copy: Pause,
+    task: JoinHandle<Option<Record>>,
+}
+
+impl Mover {
+    /// Lets the move go on; what the request loaded.
+    async fn finish(self) -> Option<Record> {
+        self.copy.release();
+        finish(self.task).await
+    }
+}
+
+/// Starts a load of `key` and holds it `at` its copy into the new store.
+async fn moving<O: SessionStore, N: SessionStore>(
+    s: &Stores<O, N>,
+    key: &StoreKey,
+    at: At,
+) -> Mover {
+    let copy = s.new.pause_at(Call::Create, at);
+    let task = load(s, key);
+    copy.reached().await;
+    Mover { copy, task }
+}
+
+/// Two loads of `key` at once, both past the old store before either
+/// copied: A copies first and is held after its copy, then B's copy meets
+/// A's and B finishes. What B loaded, and A, still held.
+async fn two_moves<O: SessionStore, N: SessionStore>(
+    s: &Stores<O, N>,
+    key: &StoreKey,
+) -> (Option<Record>, Mover) {
+    let a_copies = s.new.pause_at(Call::Create, At::Before);
+    let a_copied = s.new.pause_at(Call::Create, At::After);
+    let b_copies = s.new.pause_at(Call::Create, At::Before);
+    let a = load(s, key);
+    a_copies.reached().await;
+    let b = load(s, key);
+    b_copies.reached().await;
+    a_copies.release();
+    a_copied.reached().await;
+    b_copies.release();
+    let b = finish(b).await;
+    let a = Mover {
+        copy: a_copied,
+        task: a,
+    };
+    (b, a)
+}
+
+/// Saves the next version of what a request loaded (`seen`) with `n` in
+/// its data, through the migrating store; what was saved.
+async fn save_next<O: SessionStore, N: SessionStore>(
+    s: &Stores<O, N>,
+    key: &StoreKey,
+    seen: &Record,
+    n: u64,
+) -> Record {
+    let saved = next(seen, n);
+    assert_eq!(
+        s.store.save(key, &saved, seen.version).await.unwrap(),
+        SaveOutcome::Saved
+    );
+    saved
+}
+
+/// The session under `key` is `saved` (with `n` in its data), and it is in
+/// the new store alone.
+async fn saved_in_new_alone<O: SessionStore, N: SessionStore>(
+    s: &Stores<O, N>,
+    key: &StoreKey,
+    saved: &Record,
+    n: u64,
+    lost: &str,
+) {
+    let after = s.store.load(key).await.unwrap();
+    assert_eq!(
+        after.map(|r| (r.version, r.data["n"].clone())),
+        Some((saved.version, json!(n))),
+        "{lost}"
+    );
+    let (old, new) = found(s, key).await;
+    assert!(
+        old.is_none() && new.is_some_and(|r| r.version == saved.version),
+        "the save did not end in the new store alone"
+    );
+}
+
+/// A login retiring the id `key` at `version` (the layer's
+/// compare-and-delete), through the migrating store.
+async fn retire<O: SessionStore, N: SessionStore>(s: &Stores<O, N>, key: &StoreKey, version: u64) {
+    assert_eq!(
+        s.store.delete_if_unchanged(key, version).await.unwrap(),
+        DeleteOutcome::Deleted
+    );
+}
+
 /// Two first requests of one user at once (a page and its assets): both
 /// read the old store before either copied; the second one's copy finds the
 /// first one's. Both must get the session, and it must survive.
-async fn two_first_requests<O: SessionStore, N: SessionStore>(old: O, new: N) {
+async fn two_first_requests_at_once_both_keep_the_session<O: SessionStore, N: SessionStore>(
+    old: O,
+    new: N,
+) {
     let s = stores(old, new);
     let (key, record) = in_old(&s).await;
-    let a_copies = s.new.stop(Call::Create, At::Before);
-    let a_copied = s.new.stop(Call::Create, At::After);
-    let b_copies = s.new.stop(Call::Create, At::Before);
-
-    let a = load(&s, &key);
-    a_copies.arrived().await;
-    let b = load(&s, &key);
-    b_copies.arrived().await;
-    a_copies.release();
-    a_copied.arrived().await;
-    b_copies.release();
-    let b = finish(b).await;
-    a_copied.release();
-    let a = finish(a).await;
+    let (b, a) = two_moves(&s, &key).await;
+    let a = a.finish().await;
 
     assert_eq!(
         a.as_ref(),
@@ -112,119 +207,60 @@ async fn two_first_requests<O: SessionStore, N: SessionStore>(old: O, new: N) {
 /// A save made while another request is moving the session, in the two
 /// ways a request can meet a move: it read the old store before the copy
 /// was made, or after. The save must be kept, and the old copy must not win.
-async fn a_save_during_a_move<O: SessionStore, N: SessionStore>(old: O, new: N) {
+async fn a_save_during_a_move_is_kept<O: SessionStore, N: SessionStore>(old: O, new: N) {
     let s = stores(old, new);
 
     // Read before the copy was made.
     let (key, _) = in_old(&s).await;
-    let a_copies = s.new.stop(Call::Create, At::Before);
-    let a_copied = s.new.stop(Call::Create, At::After);
-    let b_copies = s.new.stop(Call::Create, At::Before);
-    let a = load(&s, &key);
-    a_copies.arrived().await;
-    let b = load(&s, &key);
-    b_copies.arrived().await;
-    a_copies.release();
-    a_copied.arrived().await;
-    b_copies.release();
-    let seen = finish(b)
-        .await
-        .expect("the second request lost the session");
-    let saved = next(&seen, 1);
-    assert_eq!(
-        s.store.save(&key, &saved, seen.version).await.unwrap(),
-        SaveOutcome::Saved
-    );
-    a_copied.release();
-    finish(a).await;
-    let after = s.store.load(&key).await.unwrap();
-    assert_eq!(
-        after.map(|r| (r.version, r.data["n"].clone())),
-        Some((saved.version, json!(1))),
-        "a save acknowledged during the move was lost"
-    );
-    let (old, new) = found(&s, &key).await;
-    assert!(
-        old.is_none() && new.is_some_and(|r| r.version == saved.version),
-        "the save did not end in the new store alone"
-    );
+    let (seen, a) = two_moves(&s, &key).await;
+    let seen = seen.expect("the second request lost the session");
+    let saved = save_next(&s, &key, &seen, 1).await;
+    a.finish().await;
+    let lost = "a save acknowledged during the move was lost";
+    saved_in_new_alone(&s, &key, &saved, 1, lost).await;
 
     // Read after the copy was made.
     let (key, _) = in_old(&s).await;
-    let a_copied = s.new.stop(Call::Create, At::After);
-    let a = load(&s, &key);
-    a_copied.arrived().await;
+    let a = moving(&s, &key, At::After).await;
     let seen = s
         .store
         .load(&key)
         .await
         .unwrap()
         .expect("the session is gone mid-move");
-    let saved = next(&seen, 2);
-    assert_eq!(
-        s.store.save(&key, &saved, seen.version).await.unwrap(),
-        SaveOutcome::Saved
-    );
-    a_copied.release();
-    finish(a).await;
-    let after = s.store.load(&key).await.unwrap();
-    assert_eq!(
-        after.map(|r| (r.version, r.data["n"].clone())),
-        Some((saved.version, json!(2))),
-        "a save acknowledged during the move was lost, or the old copy won"
-    );
-    let (old, new) = found(&s, &key).await;
-    assert!(
-        old.is_none() && new.is_some_and(|r| r.version == saved.version),
-        "the save did not end in the new store alone"
-    );
+    let saved = save_next(&s, &key, &seen, 2).await;
+    a.finish().await;
+    let lost = "a save acknowledged during the move was lost, or the old copy won";
+    saved_in_new_alone(&s, &key, &saved, 2, lost).await;
 }
 
 /// A logout while the session is being moved, at each point of the move:
 /// the session must survive in neither store.
-async fn a_logout_during_a_move<O: SessionStore, N: SessionStore>(old: O, new: N) {
+async fn a_logout_during_a_move_is_not_undone<O: SessionStore, N: SessionStore>(old: O, new: N) {
     let s = stores(old, new);
 
-    // After the copy, before the mover looks at the old store again.
-    let (key, _) = in_old(&s).await;
-    let copied = s.new.stop(Call::Create, At::After);
-    let mover = load(&s, &key);
-    copied.arrived().await;
-    s.store.delete(&key).await.unwrap();
-    copied.release();
-    finish(mover).await;
-    assert_eq!(
-        found(&s, &key).await,
-        (None, None),
-        "a logout was undone by a move (after the copy)"
-    );
-    assert_eq!(s.store.load(&key).await.unwrap(), None);
-
-    // After the mover read the old store, before its copy: the copy comes
-    // after the whole logout.
-    let (key, _) = in_old(&s).await;
-    let copies = s.new.stop(Call::Create, At::Before);
-    let mover = load(&s, &key);
-    copies.arrived().await;
-    s.store.delete(&key).await.unwrap();
-    copies.release();
-    finish(mover).await;
-    assert_eq!(
-        found(&s, &key).await,
-        (None, None),
-        "a logout was undone by a move (before the copy)"
-    );
-    assert_eq!(s.store.load(&key).await.unwrap(), None);
+    // After the copy, before the mover looks at the old store again; and
+    // after the mover read the old store, before its copy (the copy comes
+    // after the whole logout).
+    for (at, when) in [(At::After, "after"), (At::Before, "before")] {
+        let (key, _) = in_old(&s).await;
+        let mover = moving(&s, &key, at).await;
+        s.store.delete(&key).await.unwrap();
+        mover.finish().await;
+        assert_eq!(
+            found(&s, &key).await,
+            (None, None),
+            "a logout was undone by a move ({when} the copy)"
+        );
+        assert_eq!(s.store.load(&key).await.unwrap(), None);
+    }
 
     // "Log out everywhere" after the copy.
     let (key, record) = in_old(&s).await;
-    let copied = s.new.stop(Call::Create, At::After);
-    let mover = load(&s, &key);
-    copied.arrived().await;
+    let mover = moving(&s, &key, At::After).await;
     let principal = record.principal.clone().unwrap();
     assert!(s.store.delete_by_principal(&principal).await.unwrap() >= 1);
-    copied.release();
-    finish(mover).await;
+    mover.finish().await;
     assert_eq!(
         found(&s, &key).await,
         (None, None),
@@ -233,18 +269,9 @@ async fn a_logout_during_a_move<O: SessionStore, N: SessionStore>(old: O, new: N
 
     // A login retiring the id (compare-and-delete) after the copy.
     let (key, record) = in_old(&s).await;
-    let copied = s.new.stop(Call::Create, At::After);
-    let mover = load(&s, &key);
-    copied.arrived().await;
-    assert_eq!(
-        s.store
-            .delete_if_unchanged(&key, record.version)
-            .await
-            .unwrap(),
-        DeleteOutcome::Deleted
-    );
-    copied.release();
-    finish(mover).await;
+    let mover = moving(&s, &key, At::After).await;
+    retire(&s, &key, record.version).await;
+    mover.finish().await;
     assert_eq!(
         found(&s, &key).await,
         (None, None),
@@ -254,20 +281,17 @@ async fn a_logout_during_a_move<O: SessionStore, N: SessionStore>(old: O, new: N
 
 /// A move cut short after the copy (the process died, or the request was
 /// dropped), then a login retires the id: it must stay retired, in both stores.
-async fn a_retired_id_after_an_interrupted_move<O: SessionStore, N: SessionStore>(old: O, new: N) {
+async fn a_retired_id_stays_retired_after_an_interrupted_move<O: SessionStore, N: SessionStore>(
+    old: O,
+    new: N,
+) {
     let s = stores(old, new);
 
     // The process died between the copy and the old store's delete.
     let (key, record) = in_old(&s).await;
     assert!(s.new.inner().create(&key, &record).await.unwrap());
     let seen = s.store.load(&key).await.unwrap().expect("the session");
-    assert_eq!(
-        s.store
-            .delete_if_unchanged(&key, seen.version)
-            .await
-            .unwrap(),
-        DeleteOutcome::Deleted
-    );
+    retire(&s, &key, seen.version).await;
     assert_eq!(
         s.store.load(&key).await.unwrap(),
         None,
@@ -277,19 +301,11 @@ async fn a_retired_id_after_an_interrupted_move<O: SessionStore, N: SessionStore
 
     // The request that was moving it was dropped after the copy.
     let (key, record) = in_old(&s).await;
-    let copied = s.new.stop(Call::Create, At::After);
-    let mover = load(&s, &key);
-    copied.arrived().await;
-    mover.abort();
-    let _ = mover.await;
-    assert_eq!(
-        s.store
-            .delete_if_unchanged(&key, record.version)
-            .await
-            .unwrap(),
-        DeleteOutcome::Deleted
-    );
-    copied.release();
+    let Mover { copy, task } = moving(&s, &key, At::After).await;
+    task.abort();
+    let _ = task.await;
+    retire(&s, &key, record.version).await;
+    copy.release();
     // Whatever was still running of the move has ended: a load settles it.
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     assert_eq!(
@@ -300,36 +316,30 @@ async fn a_retired_id_after_an_interrupted_move<O: SessionStore, N: SessionStore
     assert_eq!(found(&s, &key).await, (None, None));
 }
 
+/// One test per case on the pair of stores `$stores` (a future of
+/// `(old, new)`), in a module `$pair`.
 macro_rules! races {
     ($pair:ident, $stores:expr) => {
         mod $pair {
             #[allow(unused_imports)]
             use super::*;
 
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn two_first_requests_at_once_both_keep_the_session() {
-                let (old, new) = $stores.await;
-                super::two_first_requests(old, new).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn a_save_during_a_move_is_kept() {
-                let (old, new) = $stores.await;
-                super::a_save_during_a_move(old, new).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn a_logout_during_a_move_is_not_undone() {
-                let (old, new) = $stores.await;
-                super::a_logout_during_a_move(old, new).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn a_retired_id_stays_retired_after_an_interrupted_move() {
-                let (old, new) = $stores.await;
-                super::a_retired_id_after_an_interrupted_move(old, new).await;
-            }
+            races!(@cases $stores;
+                two_first_requests_at_once_both_keep_the_session,
+                a_save_during_a_move_is_kept,
+                a_logout_during_a_move_is_not_undone,
+                a_retired_id_stays_retired_after_an_interrupted_move,
+            );
         }
+    };
+    (@cases $stores:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let (old, new) = $stores.await;
+                super::$case(old, new).await;
+            }
+        )*
     };
 }
 

@@ -18,43 +18,19 @@ use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::routing::get;
-use session::{MigratingStore, Session, SessionError, SessionLayer, SessionStore, StoreKey};
-use session_core::conformance::http::{id_of, send};
+use session::{MigratingStore, SessionLayer, SessionStore, StoreKey};
+use session_core::conformance::http::{count, cycle, destroy, id_of, read, send};
 
 const USERS: usize = 120;
 const WORKERS: usize = 8;
 const ROUNDS: usize = 6;
 
-async fn count(session: Session) -> Result<String, SessionError> {
-    let n: u64 = session
-        .update("n", |n: Option<u64>| n.unwrap_or(0) + 1)
-        .await?;
-    Ok(n.to_string())
-}
-
-async fn read(session: Session) -> Result<String, SessionError> {
-    Ok(match session.get::<u64>("n").await? {
-        Some(n) => n.to_string(),
-        None => "none".to_owned(),
-    })
-}
-
-async fn logout(session: Session) -> Result<&'static str, SessionError> {
-    session.destroy().await?;
-    Ok("bye")
-}
-
-async fn login(session: Session) -> Result<&'static str, SessionError> {
-    session.cycle_id().await?;
-    Ok("welcome")
-}
-
 fn app(store: impl SessionStore) -> Router {
     Router::new()
         .route("/count", get(count))
         .route("/read", get(read))
-        .route("/logout", get(logout))
-        .route("/login", get(login))
+        .route("/logout", get(destroy))
+        .route("/login", get(cycle))
         .layer(SessionLayer::new(store))
 }
 
@@ -92,14 +68,15 @@ struct Tally {
     dead: Vec<String>,
 }
 
-/// One phase: every user, `ROUNDS` times, on the phase's instances in turn.
+/// One phase: every user, `ROUNDS` times, on the phase's instances in
+/// turn; then the [`check`] on each of them.
 async fn phase(
     name: &'static str,
-    routers: Vec<Router>,
+    routers: &[&Router],
     users: &mut Vec<User>,
     tally: &Arc<Mutex<Tally>>,
 ) {
-    let routers = Arc::new(routers);
+    let routers: Arc<Vec<Router>> = Arc::new(routers.iter().map(|&r| r.clone()).collect());
     let mut groups: Vec<Vec<User>> = (0..WORKERS).map(|_| Vec::new()).collect();
     for (i, user) in users.drain(..).enumerate() {
         groups[i % WORKERS].push(user);
@@ -183,10 +160,7 @@ async fn phase(
                             _ => {
                                 let reply = send(at(0), "/count", cookie).await;
                                 let expected = (user.counted + 1).to_string();
-                                if reply.status.is_success()
-                                    && reply.body == expected
-                                    && reply.set_cookies.is_empty()
-                                {
+                                if reply.is_success_with(&expected) {
                                     user.counted += 1;
                                 } else {
                                     fail(format!(
@@ -217,6 +191,7 @@ async fn phase(
     for worker in workers {
         users.extend(worker.await.unwrap());
     }
+    check(name, &routers, users, tally).await;
 }
 
 async fn recount(router: &Router, user: &User) -> u64 {
@@ -227,8 +202,9 @@ async fn recount(router: &Router, user: &User) -> u64 {
         .unwrap_or(0)
 }
 
-/// Every live user reads its count on every router; every dead id reads none.
-async fn check(name: &str, routers: &[&Router], users: &[User], tally: &Arc<Mutex<Tally>>) {
+/// Every live user reads its count on every router; every dead id reads
+/// none; no request was answered wrongly.
+async fn check(name: &str, routers: &[Router], users: &[User], tally: &Arc<Mutex<Tally>>) {
     let dead = tally.lock().unwrap().dead.clone();
     let mut lost = 0;
     let mut undone = 0;
@@ -286,23 +262,12 @@ where
         users.push(User { cookie, counted: 2 });
     }
 
-    phase(
-        "1: old-only + holding",
-        vec![i.old_only.clone(), i.holding.clone()],
-        &mut users,
-        &tally,
-    )
-    .await;
-    check("phase 1", &[&i.old_only, &i.holding], &users, &tally).await;
-
-    phase(
-        "2: holding + moving",
-        vec![i.holding.clone(), i.moving.clone()],
-        &mut users,
-        &tally,
-    )
-    .await;
-    check("phase 2", &[&i.holding, &i.moving], &users, &tally).await;
+    for (name, routers) in [
+        ("phase 1 (old-only + holding)", [&i.old_only, &i.holding]),
+        ("phase 2 (holding + moving)", [&i.holding, &i.moving]),
+    ] {
+        phase(name, &routers, &mut users, &tally).await;
+    }
 
     // Before new-store instances join: every session out of the old store.
     for user in &users {
@@ -310,26 +275,22 @@ where
         assert_eq!(reply.body, user.counted.to_string());
     }
     let keys: Vec<StoreKey> = users.iter().map(|u| id_of(&u.cookie).store_key()).collect();
-    for key in &keys {
-        assert!(
-            old.load(key).await.unwrap().is_none(),
-            "a session is still in the old store"
-        );
-    }
+    none_in(&old, &keys, "a session is still in the old store").await;
 
     phase(
-        "3: moving + new-only",
-        vec![i.moving.clone(), i.new_only.clone()],
+        "phase 3 (moving + new-only)",
+        &[&i.moving, &i.new_only],
         &mut users,
         &tally,
     )
     .await;
-    check("phase 3", &[&i.moving, &i.new_only], &users, &tally).await;
-    for key in &keys {
-        assert!(
-            old.load(key).await.unwrap().is_none(),
-            "the old store was written to in phase 3"
-        );
+    none_in(&old, &keys, "the old store was written to in phase 3").await;
+}
+
+/// `store` holds none of `keys`.
+async fn none_in(store: &impl SessionStore, keys: &[StoreKey], what: &str) {
+    for key in keys {
+        assert!(store.load(key).await.unwrap().is_none(), "{what}");
     }
 }
 

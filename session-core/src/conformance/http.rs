@@ -91,26 +91,42 @@ fn app_together(layer: SessionLayer, n: usize) -> (Router, Gate) {
     (router, gate)
 }
 
-async fn count(session: Session) -> Result<String, SessionError> {
+/// A handler for test apps: adds one to the session's count `n` (through
+/// `update`) and answers the new count.
+pub async fn count(session: Session) -> Result<String, SessionError> {
     let n: u64 = session
         .update("n", |n: Option<u64>| n.unwrap_or(0) + 1)
         .await?;
     Ok(n.to_string())
 }
 
-async fn read(session: Session) -> Result<String, SessionError> {
+/// A handler for test apps: answers the session's count `n`, or `none`,
+/// and changes nothing.
+pub async fn read(session: Session) -> Result<String, SessionError> {
     Ok(match session.get::<u64>("n").await? {
         Some(n) => n.to_string(),
         None => "none".to_owned(),
     })
 }
 
-async fn cycle(session: Session) -> Result<&'static str, SessionError> {
+/// A handler for test apps: gives the session a new id (a login), answers
+/// `cycled`.
+pub async fn cycle(session: Session) -> Result<&'static str, SessionError> {
     session.cycle_id().await?;
     Ok("cycled")
 }
 
-async fn destroy(session: Session) -> Result<&'static str, SessionError> {
+/// A handler for test apps: a login, which gives the session a new id and
+/// sets its principal to `ada`; answers `welcome`.
+pub async fn login(session: Session) -> Result<&'static str, SessionError> {
+    session.cycle_id().await?;
+    session.set_principal("ada").await?;
+    Ok("welcome")
+}
+
+/// A handler for test apps: destroys the session (a logout), answers
+/// `destroyed`.
+pub async fn destroy(session: Session) -> Result<&'static str, SessionError> {
     session.destroy().await?;
     Ok("destroyed")
 }
@@ -215,6 +231,12 @@ impl Reply {
             self.set_cookies
         );
         self.set_cookies.first().map(String::as_str)
+    }
+
+    /// Whether this is a success answering `body` that set no cookie: the
+    /// session the request was sent with went on.
+    pub fn is_success_with(&self, body: &str) -> bool {
+        self.status.is_success() && self.body == body && self.set_cookies.is_empty()
     }
 
     /// The `name=value` pair of the `Set-Cookie` header, as a browser would send it back.

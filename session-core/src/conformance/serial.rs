@@ -60,6 +60,41 @@ impl Probe {
             self.release.notified().await;
         }
     }
+
+    /// Sends `GET path` with the cookie `pair` through `app`, its handler
+    /// held after its read (see [`held_as`](Self::held_as)).
+    async fn held(&self, app: &Router, path: &str, pair: &str) -> HeldRequest {
+        self.held_as(app, Method::GET, path, pair).await
+    }
+
+    /// Arms the hold, sends `method path` with the cookie `pair` through
+    /// `app`, and waits until its handler has read the session and holds.
+    async fn held_as(&self, app: &Router, method: Method, path: &str, pair: &str) -> HeldRequest {
+        self.arm();
+        let task = {
+            let (app, path, pair) = (app.clone(), path.to_owned(), pair.to_owned());
+            tokio::spawn(async move { send_as(&app, method, &path, Some(pair.as_bytes())).await })
+        };
+        self.loaded.notified().await;
+        HeldRequest {
+            task,
+            probe: self.clone(),
+        }
+    }
+}
+
+/// A request whose handler holds after its read, until [`finish`](Self::finish).
+struct HeldRequest {
+    task: tokio::task::JoinHandle<Reply>,
+    probe: Probe,
+}
+
+impl HeldRequest {
+    /// Lets the handler go on; the request's reply.
+    async fn finish(self) -> Reply {
+        self.probe.release.notify_one();
+        self.task.await.expect("request task")
+    }
 }
 
 type Answer = Result<String, SessionError>;
@@ -199,6 +234,21 @@ async fn get_with(app: &Router, path: &str, pair: &str) -> Reply {
     send(app, path, Some(pair.as_bytes())).await
 }
 
+/// A new session, made by `GET path` through `app`: its cookie pair.
+async fn new_session(app: &Router, path: &str) -> String {
+    send(app, path, None)
+        .await
+        .cookie_pair()
+        .expect("a session cookie")
+}
+
+/// A request that read the session before a parallel commit and wrote
+/// after it: refused with `409`, no cookie.
+fn assert_refused(late: &Reply) {
+    assert_eq!(late.status, StatusCode::CONFLICT, "{}", late.body);
+    assert!(late.set_cookies.is_empty(), "{:?}", late.set_cookies);
+}
+
 /// Sends `requests` parallel requests for the paths `path(i)`, spread over
 /// the instances, all with the cookie `pair`.
 async fn parallel(
@@ -306,10 +356,7 @@ pub async fn get_then_insert_counter_is_serializable_across_instances<S: Session
 pub async fn stale_read_is_never_committed<S: SessionStore>(store: S) {
     let store: Arc<dyn SessionStore> = Arc::new(store);
     let (apps, probe) = instances(&store, 2);
-    let pair = send(&apps[0], "/set/a/1", None)
-        .await
-        .cookie_pair()
-        .expect("cookie");
+    let pair = new_session(&apps[0], "/set/a/1").await;
 
     // Each round: a = start, A reads it, then a = a' before A commits.
     // (A read whose write changes nothing commits nothing, and is
@@ -321,18 +368,12 @@ pub async fn stale_read_is_never_committed<S: SessionStore>(store: S) {
         let reset = get_with(&apps[1], &format!("/set/a/{start}"), &pair).await;
         assert_eq!(reset.status, StatusCode::OK);
         let runs = probe.runs("derive");
-        probe.arm();
-        let held = {
-            let (app, pair, method) = (apps[0].clone(), pair.clone(), method.clone());
-            tokio::spawn(
-                async move { send_as(&app, method, "/derive", Some(pair.as_bytes())).await },
-            )
-        };
-        probe.loaded.notified().await;
+        let held = probe
+            .held_as(&apps[0], method.clone(), "/derive", &pair)
+            .await;
         let set = get_with(&apps[1], &format!("/set/a/{a}"), &pair).await;
         assert_eq!(set.status, StatusCode::OK);
-        probe.release.notify_one();
-        let derived = held.await.expect("task");
+        let derived = held.finish().await;
         assert_eq!(derived.status, expected, "{method}: {}", derived.body);
         let record = stored(&store, &pair).await.expect("session");
         assert_eq!(value(&record, "a"), json!(a));
@@ -354,10 +395,7 @@ pub async fn update_mixed_with_get_insert_on_other_keys<S: SessionStore>(store: 
     const EACH: usize = 40;
     let store: Arc<dyn SessionStore> = Arc::new(store);
     let (apps, _) = instances(&store, 3);
-    let pair = send(&apps[0], "/set/a/0", None)
-        .await
-        .cookie_pair()
-        .expect("cookie");
+    let pair = new_session(&apps[0], "/set/a/0").await;
     let replies = parallel(&apps, 3 * EACH, &pair, |i| match i % 3 {
         0 => "/bump".to_owned(),
         1 => "/incr".to_owned(),
@@ -398,22 +436,11 @@ pub async fn update_mixed_with_get_insert_on_other_keys<S: SessionStore>(store: 
 pub async fn destroy_racing_get_then_insert_never_resurrects<S: SessionStore>(store: S) {
     let store: Arc<dyn SessionStore> = Arc::new(store);
     let (apps, probe) = instances(&store, 2);
-    let pair = send(&apps[0], "/incr", None)
-        .await
-        .cookie_pair()
-        .expect("cookie");
-    probe.arm();
-    let held = {
-        let (app, pair) = (apps[0].clone(), pair.clone());
-        tokio::spawn(async move { get_with(&app, "/incr", &pair).await })
-    };
-    probe.loaded.notified().await;
+    let pair = new_session(&apps[0], "/incr").await;
+    let held = probe.held(&apps[0], "/incr", &pair).await;
     let out = get_with(&apps[1], "/destroy", &pair).await;
     assert_eq!(out.status, StatusCode::OK);
-    probe.release.notify_one();
-    let late = held.await.expect("task");
-    assert_eq!(late.status, StatusCode::CONFLICT, "{}", late.body);
-    assert!(late.set_cookies.is_empty(), "{:?}", late.set_cookies);
+    assert_refused(&held.finish().await);
     assert_eq!(stored(&store, &pair).await, None, "the logout was undone");
 }
 
@@ -425,10 +452,7 @@ pub async fn cycle_id_racing_a_write_to_the_old_id<S: SessionStore>(store: S) {
     let faults = Arc::new(FaultStore::new(store));
     let store: Arc<dyn SessionStore> = faults.clone();
     let (apps, probe) = instances(&store, 2);
-    let old = send(&apps[0], "/incr", None)
-        .await
-        .cookie_pair()
-        .expect("cookie");
+    let old = new_session(&apps[0], "/incr").await;
 
     // Carried: the login's deletion of the old id waits until a parallel
     // write to the old id has been acknowledged.
@@ -457,19 +481,11 @@ pub async fn cycle_id_racing_a_write_to_the_old_id<S: SessionStore>(store: S) {
 
     // Refused: a request that read the session before the login and writes
     // after it finds the old id gone.
-    probe.arm();
-    let held = {
-        let (app, new) = (apps[1].clone(), new.clone());
-        tokio::spawn(async move { get_with(&app, "/incr", &new).await })
-    };
-    probe.loaded.notified().await;
+    let held = probe.held(&apps[1], "/incr", &new).await;
     let second = get_with(&apps[0], "/login", &new).await;
     assert_eq!(second.status, StatusCode::OK);
     let newest = second.cookie_pair().expect("the newest id");
-    probe.release.notify_one();
-    let late = held.await.expect("task");
-    assert_eq!(late.status, StatusCode::CONFLICT, "{}", late.body);
-    assert!(late.set_cookies.is_empty(), "{:?}", late.set_cookies);
+    assert_refused(&held.finish().await);
     assert_eq!(stored(&store, &new).await, None, "the old id came back");
     let record = stored(&store, &newest).await.expect("newest session");
     assert_eq!(value(&record, "n"), json!(1), "the refused write landed");
@@ -498,10 +514,7 @@ pub async fn non_conflicting_commits_make_no_extra_store_calls<S: SessionStore>(
         assert_eq!(got, expect, "{what}: [create, load, save, delete, total]");
         before = now;
     };
-    let pair = send(app, "/incr", None)
-        .await
-        .cookie_pair()
-        .expect("cookie");
+    let pair = new_session(app, "/incr").await;
     step("new session", [1, 0, 0, 0, 1]);
     assert_eq!(get_with(app, "/incr", &pair).await.body, "2");
     step("get then insert", [0, 1, 1, 0, 2]);
@@ -534,10 +547,7 @@ pub async fn failed_handler_commits_nothing<S: SessionStore>(store: S) {
         failed.set_cookies.is_empty(),
         "a failed request made a session"
     );
-    let pair = send(&apps[0], "/incr", None)
-        .await
-        .cookie_pair()
-        .expect("cookie");
+    let pair = new_session(&apps[0], "/incr").await;
     let failed = get_with(&apps[0], "/fail", &pair).await;
     assert_eq!(failed.status, StatusCode::INTERNAL_SERVER_ERROR);
     let record = stored(&store, &pair).await.expect("session");
@@ -557,20 +567,11 @@ pub async fn failed_handler_commits_nothing<S: SessionStore>(store: S) {
 pub async fn size_limit_holds_when_parallel_writes_combine<S: SessionStore>(store: S) {
     let store: Arc<dyn SessionStore> = Arc::new(store);
     let (apps, probe) = instances(&store, 2);
-    let pair = send(&apps[0], "/set/a/1", None)
-        .await
-        .cookie_pair()
-        .expect("cookie");
-    probe.arm();
-    let held = {
-        let (app, pair) = (apps[0].clone(), pair.clone());
-        tokio::spawn(async move { get_with(&app, "/blob/one/40000", &pair).await })
-    };
-    probe.loaded.notified().await;
+    let pair = new_session(&apps[0], "/set/a/1").await;
+    let held = probe.held(&apps[0], "/blob/one/40000", &pair).await;
     let other = get_with(&apps[1], "/blob/two/40000", &pair).await;
     assert_eq!(other.status, StatusCode::OK, "{}", other.body);
-    probe.release.notify_one();
-    let late = held.await.expect("task");
+    let late = held.finish().await;
     assert_eq!(late.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", late.body);
     let record = stored(&store, &pair).await.expect("session");
     let size = serde_json::to_vec(&record.data).expect("json").len();
@@ -601,21 +602,12 @@ pub async fn touch_never_undoes_a_shorter_idle_timeout<S: SessionStore>(store: S
             instance(layer, &probe)
         })
         .collect();
-    let pair = send(&apps[0], "/incr", None)
-        .await
-        .cookie_pair()
-        .expect("cookie");
-    probe.arm();
-    let reader = {
-        let (app, pair) = (apps[0].clone(), pair.clone());
-        tokio::spawn(async move { get_with(&app, "/peek", &pair).await })
-    };
-    probe.loaded.notified().await;
+    let pair = new_session(&apps[0], "/incr").await;
+    let reader = probe.held(&apps[0], "/peek", &pair).await;
     let short = get_with(&apps[1], "/shorten", &pair).await;
     assert_eq!(short.status, StatusCode::OK);
     let shortened = stored(&store, &pair).await.expect("session");
-    probe.release.notify_one();
-    let read = reader.await.expect("task");
+    let read = reader.finish().await;
     assert_eq!((read.status, read.body.as_str()), (StatusCode::OK, "1"));
     let after = stored(&store, &pair).await.expect("session");
     assert_eq!(

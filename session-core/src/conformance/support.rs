@@ -1,12 +1,14 @@
 //! Store wrappers for tests: one that counts calls, one that always fails,
 //! one that never answers, and one whose chosen calls fail, wait for the
-//! test or answer late.
+//! test (before they reach the store or after it answered) or answer late,
+//! to force one interleaving instead of hoping for a race.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
+use tokio::sync::watch;
 
 use crate::{DeleteOutcome, Record, SaveOutcome, SessionInfo, SessionStore, StoreError, StoreKey};
 
@@ -250,23 +252,68 @@ pub enum Call {
     DeleteIfUnchanged,
 }
 
-/// Where a paused call waits: the test learns that it got there, and lets it go on.
-#[derive(Clone, Debug, Default)]
+/// Where a [`Pause`] holds its call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum At {
+    /// Before the call reaches the wrapped store: it has not happened yet.
+    Before,
+    /// After the wrapped store answered: it happened, its caller does not
+    /// know yet.
+    After,
+}
+
+/// How long [`Pause::reached`] waits for a call before failing the test.
+const REACH_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Where a paused call waits: the test learns that it got there, and lets
+/// it go on. Cloning gives another handle on the same pause.
+#[derive(Clone, Debug)]
 pub struct Pause {
-    reached: Arc<tokio::sync::Notify>,
-    release: Arc<tokio::sync::Notify>,
+    call: Call,
+    at: At,
+    reached: watch::Sender<bool>,
+    released: watch::Sender<bool>,
 }
 
 impl Pause {
-    /// Waits until the paused call has been made (it has not reached the
-    /// wrapped store yet).
-    pub async fn reached(&self) {
-        self.reached.notified().await;
+    fn new(call: Call, at: At) -> Self {
+        Self {
+            call,
+            at,
+            reached: watch::channel(false).0,
+            released: watch::channel(false).0,
+        }
     }
 
-    /// Lets the paused call go on to the wrapped store.
+    /// Waits until a call got to this pause (at [`At::Before`], it has not
+    /// reached the wrapped store yet). Returns at once if one already did,
+    /// so it may be awaited more than once.
+    ///
+    /// # Panics
+    ///
+    /// If no call gets there within 20 seconds.
+    pub async fn reached(&self) {
+        let mut reached = self.reached.subscribe();
+        let waited = tokio::time::timeout(REACH_TIMEOUT, reached.wait_for(|r| *r)).await;
+        assert!(
+            matches!(waited, Ok(Ok(_))),
+            "no {:?} call got to its pause ({:?} the wrapped store) within 20 s",
+            self.call,
+            self.at
+        );
+    }
+
+    /// Lets the paused call go on (if none got here yet, the next one to
+    /// get here passes straight through).
     pub fn release(&self) {
-        self.release.notify_one();
+        self.released.send_replace(true);
+    }
+
+    async fn hold(&self) {
+        self.reached.send_replace(true);
+        let mut released = self.released.subscribe();
+        // The sender lives in `self`: this only ends on release.
+        let _ = released.wait_for(|r| *r).await;
     }
 }
 
@@ -274,25 +321,37 @@ impl Pause {
 enum Fault {
     /// Calls of this kind fail once `ok` more of them have succeeded.
     Fail { call: Call, ok: u32 },
-    /// The next call of this kind waits at the pause first.
-    Pause { call: Call, pause: Pause },
+    /// The next call of this kind at `pause.at` (on `key`, if any, once
+    /// `skip` such calls went by) waits at the pause.
+    Pause {
+        key: Option<StoreKey>,
+        skip: u64,
+        pause: Pause,
+    },
     /// Calls of this kind reach the store at once, but answer only after
     /// the delay (a write that lands, then times out on its way back).
-    Late {
-        call: Call,
-        delay: std::time::Duration,
-    },
+    Late { call: Call, delay: Duration },
 }
 
 /// Wraps a store and makes chosen calls fail, wait for the test, or answer
-/// late: the partial failures behind half-done logins and logouts.
+/// late: the partial failures behind half-done logins and logouts, and the
+/// forced interleavings of parallel requests (hold one call where it is,
+/// run another, then let the first go on).
+///
+/// A call that fails (see [`fail`](Self::fail)) fails at once, without
+/// reaching any pause. Pauses catch calls in the order they were armed;
+/// each catches one call.
 ///
 /// ```
-/// use session_core::conformance::support::{Call, FaultStore};
+/// use session_core::conformance::support::{At, Call, FaultStore};
 /// use session_memory::MemoryStore;
 ///
 /// let store = FaultStore::new(MemoryStore::new());
 /// store.fail(Call::Create, 1); // the first create works, every later one fails
+/// // The next save waits, once the store has it, until `saved.release()`;
+/// // `saved.reached().await` waits for it to get there.
+/// let saved = store.pause_at(Call::Save, At::After);
+/// # saved.release();
 /// ```
 #[derive(Debug)]
 pub struct FaultStore<S> {
@@ -315,27 +374,40 @@ impl<S> FaultStore<S> {
         self.faults().push(Fault::Fail { call, ok });
     }
 
-    /// The next call of `call` waits for the returned pause's release.
+    /// The next call of `call` waits, before it reaches the wrapped store,
+    /// for the returned pause's release (`pause_at(call, At::Before)`).
     pub fn pause(&self, call: Call) -> Pause {
-        let pause = Pause::default();
-        self.faults().push(Fault::Pause {
-            call,
-            pause: pause.clone(),
-        });
-        pause
+        self.pause_at(call, At::Before)
+    }
+
+    /// The next call of `call` to get to `at` waits there for the returned
+    /// pause's release.
+    pub fn pause_at(&self, call: Call, at: At) -> Pause {
+        self.arm(call, at, None, 0)
+    }
+
+    /// As [`pause_at`](Self::pause_at), for the next call of `call` on `key` only.
+    pub fn pause_key(&self, call: Call, at: At, key: &StoreKey) -> Pause {
+        self.arm(call, at, Some(key.clone()), 0)
+    }
+
+    /// As [`pause_at`](Self::pause_at), but lets `skip` calls of `call` go
+    /// by `at` first, then holds the next one.
+    pub fn pause_skipping(&self, call: Call, at: At, skip: u64) -> Pause {
+        self.arm(call, at, None, skip)
     }
 
     /// Calls of `call` are made at once but answer only after `delay`.
-    pub fn answer_late(&self, call: Call, delay: std::time::Duration) {
+    pub fn answer_late(&self, call: Call, delay: Duration) {
         self.faults().push(Fault::Late { call, delay });
     }
 
-    /// Removes every fault.
+    /// Removes every fault (a held call stays held until its release).
     pub fn heal(&self) {
         self.faults().clear();
     }
 
-    /// The wrapped store.
+    /// The wrapped store, to look at it without going through the faults.
     pub fn inner(&self) -> &S {
         &self.inner
     }
@@ -346,42 +418,70 @@ impl<S> FaultStore<S> {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Runs `fut` (the wrapped store's call) with the faults for `call`.
+    fn arm(&self, call: Call, at: At, key: Option<StoreKey>, skip: u64) -> Pause {
+        let pause = Pause::new(call, at);
+        self.faults().push(Fault::Pause {
+            key,
+            skip,
+            pause: pause.clone(),
+        });
+        pause
+    }
+
+    /// A call of `call` on `key` got to `at`: it waits at the first pause
+    /// armed for it, if any.
+    async fn checkpoint(&self, call: Call, at: At, key: &StoreKey) {
+        if let Some(pause) = self.catch(call, at, key) {
+            pause.hold().await;
+        }
+    }
+
+    /// The first pause armed for a call of `call` on `key` at `at`, taken
+    /// off the list, unless it still lets this call go by.
+    fn catch(&self, call: Call, at: At, key: &StoreKey) -> Option<Pause> {
+        let mut faults = self.faults();
+        let i = faults.iter().position(|fault| match fault {
+            Fault::Pause { key: k, pause, .. } => {
+                pause.call == call && pause.at == at && k.as_ref().is_none_or(|k| k == key)
+            }
+            _ => false,
+        })?;
+        if let Fault::Pause { skip, .. } = &mut faults[i]
+            && *skip > 0
+        {
+            *skip -= 1;
+            return None;
+        }
+        match faults.remove(i) {
+            Fault::Pause { pause, .. } => Some(pause),
+            _ => None,
+        }
+    }
+
+    /// Runs `fut` (the wrapped store's call of `call` on `key`) with the
+    /// faults for it.
     async fn around<T>(
         &self,
         call: Call,
-        fut: impl std::future::Future<Output = Result<T, StoreError>>,
+        key: &StoreKey,
+        fut: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        let mut pause = None;
         let mut late = None;
-        {
-            let mut faults = self.faults();
-            let mut i = 0;
-            while i < faults.len() {
-                match &mut faults[i] {
-                    Fault::Fail { call: c, ok } if *c == call => {
-                        if *ok == 0 {
-                            return Err(refused());
-                        }
-                        *ok -= 1;
+        for fault in self.faults().iter_mut() {
+            match fault {
+                Fault::Fail { call: c, ok } if *c == call => {
+                    if *ok == 0 {
+                        return Err(refused());
                     }
-                    Fault::Pause { call: c, .. } if *c == call => {
-                        if let Fault::Pause { pause: p, .. } = faults.remove(i) {
-                            pause = Some(p);
-                        }
-                        continue;
-                    }
-                    Fault::Late { call: c, delay } if *c == call => late = Some(*delay),
-                    _ => {}
+                    *ok -= 1;
                 }
-                i += 1;
+                Fault::Late { call: c, delay } if *c == call => late = Some(*delay),
+                _ => {}
             }
         }
-        if let Some(pause) = pause {
-            pause.reached.notify_one();
-            pause.release.notified().await;
-        }
+        self.checkpoint(call, At::Before, key).await;
         let result = fut.await;
+        self.checkpoint(call, At::After, key).await;
         if let Some(delay) = late {
             tokio::time::sleep(delay).await;
         }
@@ -392,12 +492,12 @@ impl<S> FaultStore<S> {
 #[async_trait]
 impl<S: SessionStore> SessionStore for FaultStore<S> {
     async fn create(&self, key: &StoreKey, record: &Record) -> Result<bool, StoreError> {
-        self.around(Call::Create, self.inner.create(key, record))
+        self.around(Call::Create, key, self.inner.create(key, record))
             .await
     }
 
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
-        self.around(Call::Load, self.inner.load(key)).await
+        self.around(Call::Load, key, self.inner.load(key)).await
     }
 
     async fn save(
@@ -407,7 +507,7 @@ impl<S: SessionStore> SessionStore for FaultStore<S> {
         expected_version: u64,
     ) -> Result<SaveOutcome, StoreError> {
         let save = self.inner.save(key, record, expected_version);
-        self.around(Call::Save, save).await
+        self.around(Call::Save, key, save).await
     }
 
     async fn touch(
@@ -418,13 +518,14 @@ impl<S: SessionStore> SessionStore for FaultStore<S> {
     ) -> Result<bool, StoreError> {
         self.around(
             Call::Touch,
+            key,
             self.inner.touch(key, expected_version, idle_deadline),
         )
         .await
     }
 
     async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
-        self.around(Call::Delete, self.inner.delete(key)).await
+        self.around(Call::Delete, key, self.inner.delete(key)).await
     }
 
     async fn delete_if_unchanged(
@@ -433,7 +534,7 @@ impl<S: SessionStore> SessionStore for FaultStore<S> {
         expected_version: u64,
     ) -> Result<DeleteOutcome, StoreError> {
         let delete = self.inner.delete_if_unchanged(key, expected_version);
-        self.around(Call::DeleteIfUnchanged, delete).await
+        self.around(Call::DeleteIfUnchanged, key, delete).await
     }
 
     async fn list_by_principal(&self, principal: &str) -> Result<Vec<SessionInfo>, StoreError> {

@@ -1,9 +1,9 @@
 //! Helpers shared by the drain tests here and by the facade's tests (which
-//! include this directory by path): a store wrapper that holds chosen calls
-//! ([`gate`]) and live traffic to run while a drain goes on ([`traffic`]).
+//! include this directory by path): live traffic to run while a drain goes
+//! on ([`traffic`]). The store wrapper that holds chosen calls is
+//! session-core's `conformance::support::FaultStore`.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)] // test helpers; not every test uses all
 
-pub mod gate;
 pub mod traffic;
 
 use std::time::Duration;

@@ -18,17 +18,15 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::routing::get;
 use serde_json::json;
-use session_core::conformance::http::{id_of, send};
+use session_core::conformance::http::{count, destroy, id_of, login, send};
 use session_core::conformance::store::{new_key, new_record};
+use session_core::conformance::support::{At, Call, FaultStore};
 use session_core::record::now;
-use session_core::{
-    DeleteOutcome, SaveOutcome, Session, SessionError, SessionLayer, SessionStore, StoreKey,
-};
+use session_core::{DeleteOutcome, SaveOutcome, SessionLayer, SessionStore, StoreKey};
 use session_memory::{DrainReport, MemoryStore};
 use tokio::sync::RwLock;
 
 use super::finish;
-use super::gate::{At, Call, Gate};
 
 const WORKERS: u64 = 8;
 const SHARED: usize = 4;
@@ -87,7 +85,7 @@ impl Rng {
 /// module says; returns the report and what the workers know.
 async fn run<T, W, F>(
     shared: Arc<Shared>,
-    target: Arc<Gate<T>>,
+    target: Arc<FaultStore<T>>,
     first_copies: u64,
     worker: W,
 ) -> (DrainReport, i64, Vec<HashMap<StoreKey, Known>>)
@@ -105,18 +103,18 @@ where
     // then is known exactly; hold it at its first copy, then halfway.
     let turn = shared.turn.write().await;
     let live_at_start = shared.live.load(Ordering::SeqCst);
-    let first = target.stop(Call::Create, At::Before);
-    let halfway = target.stop_after(Call::Create, At::After, first_copies);
+    let first = target.pause_at(Call::Create, At::Before);
+    let halfway = target.pause_skipping(Call::Create, At::After, first_copies);
     let drain = tokio::spawn({
         let (local, target) = (shared.local.clone(), target.clone());
         async move { local.drain_into(&target).await.unwrap() }
     });
-    first.arrived().await;
+    first.reached().await;
     drop(turn);
     let before = shared.ops.load(Ordering::SeqCst);
     shared.ops_at_least(before + 300).await;
     first.release();
-    halfway.arrived().await;
+    halfway.reached().await;
     let ops = shared.ops.load(Ordering::SeqCst);
     shared.ops_at_least(ops + 300).await;
     halfway.release();
@@ -140,7 +138,7 @@ where
 /// Checks the end state against what the workers were told.
 async fn verify<T: SessionStore + Clone>(
     shared: &Shared,
-    target: &Gate<T>,
+    target: &FaultStore<T>,
     report: DrainReport,
     live_at_start: i64,
     known: Vec<HashMap<StoreKey, Known>>,
@@ -242,7 +240,7 @@ pub async fn store_calls_during_a_drain<T: SessionStore + Clone>(target: T, sess
     }
     let live = i64::try_from(sessions + SHARED as u64).unwrap();
     let shared = new_shared(local, counters, live);
-    let target = Arc::new(Gate::new(target));
+    let target = Arc::new(FaultStore::new(target));
     let owned = Arc::new(Mutex::new(owned));
     let (report, live_at_start, known) = run(shared.clone(), target.clone(), sessions / 2, {
         move |shared, w| {
@@ -390,28 +388,10 @@ async fn store_worker(
     mine
 }
 
-async fn count(session: Session) -> Result<String, SessionError> {
-    let n: u64 = session
-        .update("n", |n: Option<u64>| n.unwrap_or(0) + 1)
-        .await?;
-    Ok(n.to_string())
-}
-
-async fn logout(session: Session) -> Result<&'static str, SessionError> {
-    session.destroy().await?;
-    Ok("bye")
-}
-
-async fn login(session: Session) -> Result<&'static str, SessionError> {
-    session.cycle_id().await?;
-    session.set_principal("someone").await?;
-    Ok("welcome")
-}
-
 fn app(store: MemoryStore) -> Router {
     Router::new()
         .route("/count", get(count))
-        .route("/logout", get(logout))
+        .route("/logout", get(destroy))
         .route("/login", get(login))
         // Long enough that a request waiting for a held copy never times out.
         .layer(SessionLayer::new(store).op_timeout(Duration::from_secs(30)))
@@ -449,7 +429,7 @@ pub async fn requests_during_a_drain<T: SessionStore + Clone>(target: T, users: 
     for counted in &shared.counted {
         counted.store(1, Ordering::SeqCst);
     }
-    let target = Arc::new(Gate::new(target));
+    let target = Arc::new(FaultStore::new(target));
     let owned = Arc::new(Mutex::new(owned));
     let shared_cookies = Arc::new(shared_cookies);
     let (report, live_at_start, known) = run(shared.clone(), target.clone(), users / 2, {
@@ -502,10 +482,7 @@ async fn request_worker(
                 0..60 => {
                     let reply = send(&router, "/count", Some(user.cookie.as_bytes())).await;
                     let expected = (user.counted + 1).to_string();
-                    if reply.status.is_success()
-                        && reply.body == expected
-                        && reply.set_cookies.is_empty()
-                    {
+                    if reply.is_success_with(&expected) {
                         user.counted += 1;
                     } else {
                         shared.fail(format!(
