@@ -43,11 +43,15 @@ impl<S: Send + Sync> FromRequestParts<S> for Session {
     type Rejection = MissingSessionLayer;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        parts
+        let session = parts
             .extensions
             .get::<Session>()
             .cloned()
-            .ok_or(MissingSessionLayer)
+            .ok_or(MissingSessionLayer)?;
+        // A handler that takes its session may need to run again on fresh
+        // data: keep its request's head for that (see `ConflictPolicy`).
+        session.remember(parts);
+        Ok(session)
     }
 }
 
@@ -59,7 +63,11 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for Session {
         parts: &mut Parts,
         _state: &S,
     ) -> Result<Option<Self>, Self::Rejection> {
-        Ok(parts.extensions.get::<Session>().cloned())
+        let session = parts.extensions.get::<Session>().cloned();
+        if let Some(session) = &session {
+            session.remember(parts);
+        }
+        Ok(session)
     }
 }
 

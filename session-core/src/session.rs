@@ -14,6 +14,7 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use crate::commit::{self, Outcome, Turn};
 use crate::layer::Config;
+use crate::layer::rerun::Template;
 use crate::record::now;
 use crate::{Expiry, Id, Record, SessionError, StoreKey};
 
@@ -73,6 +74,10 @@ struct Inner {
     /// cookie from another path may come before the live one).
     cookie_ids: Vec<Id>,
     state: Mutex<State>,
+    /// The request may run again if its view turns out stale: the axum
+    /// extractor then keeps a copy of its head in `template`.
+    rerunnable: bool,
+    template: std::sync::Mutex<Option<Arc<Template>>>,
 }
 
 #[derive(Default, Clone, Copy, PartialEq, Eq, Debug)]
@@ -282,23 +287,31 @@ impl fmt::Debug for Session {
 }
 
 impl Session {
-    pub(crate) fn new(config: Arc<Config>, cookie_ids: Vec<Id>) -> Self {
-        Self::with_state(config, cookie_ids, State::default())
+    pub(crate) fn new(config: Arc<Config>, cookie_ids: Vec<Id>, rerunnable: bool) -> Self {
+        Self::with_state(config, cookie_ids, State::default(), rerunnable, None)
     }
 
-    fn with_state(config: Arc<Config>, cookie_ids: Vec<Id>, state: State) -> Self {
+    fn with_state(
+        config: Arc<Config>,
+        cookie_ids: Vec<Id>,
+        state: State,
+        rerunnable: bool,
+        template: Option<Arc<Template>>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 config,
                 cookie_ids,
                 state: Mutex::new(state),
+                rerunnable,
+                template: std::sync::Mutex::new(template),
             }),
         }
     }
 
     /// A session for running this request again, starting from `record`,
     /// the stored session as a parallel request left it.
-    pub(crate) fn rerun(&self, loaded: Loaded, record: Record) -> Self {
+    pub(crate) fn rerun(&self, loaded: Loaded, record: Record, template: Arc<Template>) -> Self {
         let state = State {
             phase: Phase::Ready,
             loaded: Some(loaded),
@@ -309,7 +322,34 @@ impl Session {
             self.inner.config.clone(),
             self.inner.cookie_ids.clone(),
             state,
+            true,
+            Some(template),
         )
+    }
+
+    fn template_slot(&self) -> std::sync::MutexGuard<'_, Option<Arc<Template>>> {
+        // Only ever set whole: a poisoned lock holds nothing half-written.
+        self.inner
+            .template
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Keeps what a re-run of this request needs of its head, once, if the
+    /// request may run again (called by the axum extractor).
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    pub(crate) fn remember(&self, parts: &http::request::Parts) {
+        if self.inner.rerunnable {
+            let mut slot = self.template_slot();
+            if slot.is_none() {
+                *slot = Some(Arc::new(Template::of(parts)));
+            }
+        }
+    }
+
+    /// The head of the request kept for a re-run, if any.
+    pub(crate) fn template(&self) -> Option<Arc<Template>> {
+        self.template_slot().clone()
     }
 
     /// Locks the state, loading the stored session first if that has not happened yet.

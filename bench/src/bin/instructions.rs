@@ -10,8 +10,8 @@
 //! Subtract a run with N = 0 (set-up only) and divide by N.
 
 use axum::body::Body;
-use http::header::{COOKIE, SET_COOKIE};
 use http::Request;
+use http::header::{COOKIE, SET_COOKIE};
 use tower::ServiceExt as _;
 
 fn main() -> Result<(), bench::BoxError> {
@@ -49,7 +49,9 @@ fn main() -> Result<(), bench::BoxError> {
             other => return Err(format!("unknown route {other}").into()),
         };
         for _ in 0..n {
-            let mut request = Request::get(path).header("host", "localhost").header("user-agent", "bench");
+            let mut request = Request::get(path)
+                .header("host", "localhost")
+                .header("user-agent", "bench");
             if with_cookie {
                 request = request.header(COOKIE, &cookie);
             }

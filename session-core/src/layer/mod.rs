@@ -55,7 +55,7 @@
 //!     .layer(SessionLayer::new(MemoryStore::default()));
 //! ```
 
-mod rerun;
+pub(crate) mod rerun;
 mod service;
 
 use std::sync::Arc;

@@ -11,52 +11,66 @@
 //! such a request is refused instead. The layer's service is generic over
 //! the body type; the body types above are recognised at run time, so any
 //! body type still works, only without re-runs.
+//!
+//! The copy of the request's head (headers, extensions) is taken by the
+//! axum extractor, when a handler takes the session: a request that never
+//! uses its session copies nothing. A handler that reads the `Session` from
+//! the request's extensions by hand (no axum extractor) is refused instead
+//! of run again.
 
 use std::any::Any;
 
 use bytes::Bytes;
+use http::request::Parts;
 use http::{Extensions, HeaderMap, Method, Request, Uri, Version};
 
 use crate::Session;
 
-/// The parts of a request needed to make it again.
-pub(crate) struct Template<B> {
+/// The parts of a request needed to make it again (its body is made by
+/// [`twin`] from a spare the layer keeps).
+pub(crate) struct Template {
     method: Method,
     uri: Uri,
     version: Version,
     headers: HeaderMap,
     extensions: Extensions,
-    body: B,
 }
 
-impl<B: 'static> Template<B> {
-    /// The template of `request`, if it may be run again.
-    pub(crate) fn of(request: &Request<B>) -> Option<Self> {
-        if !repeatable(request.method()) {
-            return None;
+impl Template {
+    /// What a re-run needs of `parts`. Taken by the axum extractor, so that
+    /// only requests whose handler takes the session pay for the copy.
+    pub(crate) fn of(parts: &Parts) -> Self {
+        Self {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            version: parts.version,
+            headers: parts.headers.clone(),
+            extensions: parts.extensions.clone(),
         }
-        let body = twin(request.body())?;
-        Some(Self {
-            method: request.method().clone(),
-            uri: request.uri().clone(),
-            version: request.version(),
-            headers: request.headers().clone(),
-            extensions: request.extensions().clone(),
-            body,
-        })
     }
 
-    /// The request again, carrying `session`.
-    pub(crate) fn request(&self, session: Session) -> Option<Request<B>> {
-        let mut request = Request::new(twin(&self.body)?);
+    /// The request again, with `body`, carrying `session`.
+    pub(crate) fn request<B>(&self, body: B, session: Session) -> Request<B> {
+        let mut request = Request::new(body);
         *request.method_mut() = self.method.clone();
         *request.uri_mut() = self.uri.clone();
         *request.version_mut() = self.version;
         *request.headers_mut() = self.headers.clone();
         *request.extensions_mut() = self.extensions.clone();
         request.extensions_mut().insert(session);
-        Some(request)
+        request
     }
+}
+
+/// A spare body for running `request` again, if it may run again: a
+/// repeatable method and a body the layer can make anew. Cheap (no copy of
+/// headers); the rest of the request is only copied once a handler takes
+/// the session ([`Template::of`]).
+pub(crate) fn spare_body<B: 'static>(request: &Request<B>) -> Option<B> {
+    if !repeatable(request.method()) {
+        return None;
+    }
+    twin(request.body())
 }
 
 fn repeatable(method: &Method) -> bool {
@@ -68,7 +82,7 @@ fn repeatable(method: &Method) -> bool {
 
 /// A second body equal to `body`, if its type is one the layer can make
 /// again without consuming it.
-fn twin<B: 'static>(body: &B) -> Option<B> {
+pub(crate) fn twin<B: 'static>(body: &B) -> Option<B> {
     let any = body as &dyn Any;
     #[cfg(feature = "axum")]
     if let Some(body) = any.downcast_ref::<axum_core::body::Body>() {
@@ -103,17 +117,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn repeatable_requests_have_templates() {
+    fn repeatable_requests_are_made_again() {
         let get = Request::get("/a?b=c")
             .header("x-test", "1")
             .body(String::from("payload"))
             .unwrap();
-        let template = Template::of(&get).expect("a GET with a buffered body");
+        let body = spare_body(&get).expect("a GET with a buffered body");
+        let (parts, _) = get.into_parts();
+        let template = Template::of(&parts);
         let session = Session::new(
             std::sync::Arc::new(crate::layer::Config::for_tests()),
             Vec::new(),
+            false,
         );
-        let again = template.request(session).unwrap();
+        let again = template.request(body, session);
         assert_eq!(again.method(), Method::GET);
         assert_eq!(again.uri(), "/a?b=c");
         assert_eq!(again.headers()["x-test"], "1");
@@ -121,16 +138,16 @@ mod tests {
         assert!(again.extensions().get::<Session>().is_some());
 
         let post = Request::post("/").body(String::new()).unwrap();
-        assert!(Template::of(&post).is_none(), "POST is not repeated");
+        assert!(spare_body(&post).is_none(), "POST is not repeated");
         let put = Request::put("/").body(Bytes::from_static(b"x")).unwrap();
-        assert!(Template::of(&put).is_some(), "PUT is idempotent");
+        assert!(spare_body(&put).is_some(), "PUT is idempotent");
     }
 
     #[test]
     fn streamed_bodies_are_not_repeated() {
         struct Streamed;
         let get = Request::get("/").body(Streamed).unwrap();
-        assert!(Template::of(&get).is_none());
+        assert!(spare_body(&get).is_none());
     }
 
     #[cfg(feature = "axum")]
@@ -138,8 +155,8 @@ mod tests {
     fn only_empty_axum_bodies_are_repeated() {
         use axum_core::body::Body;
         let empty = Request::get("/").body(Body::empty()).unwrap();
-        assert!(Template::of(&empty).is_some());
+        assert!(spare_body(&empty).is_some());
         let full = Request::put("/").body(Body::from("data")).unwrap();
-        assert!(Template::of(&full).is_none());
+        assert!(spare_body(&full).is_none());
     }
 }

@@ -7,7 +7,7 @@ use http::header::{HeaderValue, RETRY_AFTER, SET_COOKIE};
 use http::{Request, Response, StatusCode};
 use tower_service::Service;
 
-use super::rerun::Template;
+use super::rerun;
 use super::{Config, ConflictPolicy, FailurePolicy};
 use crate::Session;
 use crate::commit::{CookieChange, Outcome, Stale};
@@ -57,14 +57,15 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let config = self.config.clone();
         let cookie_ids = config.cookie.read(request.headers(), &config.wire_name);
-        // Kept only for requests that may run again (see `rerun`), and only
-        // when a cookie names a session: without one, the request can only
-        // create a session, which never conflicts.
-        let template = match config.conflict_policy {
-            ConflictPolicy::Rerun if !cookie_ids.is_empty() => Template::of(&request),
+        // A spare body only for requests that may run again (see `rerun`),
+        // and only when a cookie names a session: without one, the request
+        // can only create a session, which never conflicts. The head of the
+        // request is copied later, if the handler takes the session.
+        let mut spare = match config.conflict_policy {
+            ConflictPolicy::Rerun if !cookie_ids.is_empty() => rerun::spare_body(&request),
             _ => None,
         };
-        let mut session = Session::new(config.clone(), cookie_ids);
+        let mut session = Session::new(config.clone(), cookie_ids, spare.is_some());
         request.extensions_mut().insert(session.clone());
 
         Box::pin(async move {
@@ -111,12 +112,13 @@ where
                 // Run the request again on the fresh session, in this
                 // process's turn, or refuse it.
                 let Stale { fresh, turn: held } = *stale;
-                let again = match (&template, fresh) {
-                    (Some(template), Some((loaded, record))) if runs <= config.save_attempts => {
-                        let next = session.rerun(loaded, record);
-                        template
-                            .request(next.clone())
-                            .map(|request| (next, request))
+                let again = match (session.template(), spare.take(), fresh) {
+                    (Some(template), Some(body), Some((loaded, record)))
+                        if runs <= config.save_attempts =>
+                    {
+                        spare = rerun::twin(&body);
+                        let next = session.rerun(loaded, record, template.clone());
+                        Some((next.clone(), template.request(body, next)))
                     }
                     _ => None,
                 };
