@@ -127,9 +127,10 @@ async fn phase(
                                     send(at(0), "/count", cookie),
                                     send(at(1), "/count", cookie)
                                 );
-                                // Each body is what its handler counted before a
-                                // conflict replayed it, so both may say the same;
-                                // the store must have both (the next count checks).
+                                // Serializable: each body is the count its handler
+                                // committed (a stale one ran again on fresh data),
+                                // so the two differ, and the store has both (the
+                                // next count checks).
                                 let fine = one.status.is_success()
                                     && two.status.is_success()
                                     && one.set_cookies.is_empty()
@@ -139,6 +140,7 @@ async fn phase(
                                     .filter_map(|b| b.parse().ok())
                                     .collect();
                                 let plausible = bodies.len() == 2
+                                    && bodies[0] != bodies[1]
                                     && bodies.iter().all(|n| (user.counted + 1..=user.counted + 2).contains(n));
                                 if fine && plausible {
                                     user.counted += 2;
