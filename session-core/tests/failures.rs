@@ -228,3 +228,29 @@ fn invalid_cookie_settings_are_refused_when_configured() {
         "{message}"
     );
 }
+
+/// A request whose handler takes its session (so the layer keeps a copy of
+/// the request for a possible re-run) leaves nothing behind: once the app
+/// is gone, so is the store. (Found by the `cookie_header` fuzz target's
+/// leak check: the copy held the session that held the copy.)
+#[tokio::test]
+async fn a_request_keeps_nothing_alive_after_it() {
+    use session_memory::MemoryStore;
+    let store = Arc::new(MemoryStore::new());
+    let app = Router::new()
+        .route("/strict", get(strict))
+        .layer(SessionLayer::from_arc(store.clone()));
+    let cookie = send(&app, "/strict", None).await.cookie_pair().unwrap();
+    for _ in 0..3 {
+        let reply = send(&app, "/strict", Some(cookie.as_bytes())).await;
+        assert_eq!(reply.status, StatusCode::OK);
+    }
+    drop(app);
+    // The layer's finishing work runs in tasks of its own: let them end.
+    tokio::task::yield_now().await;
+    assert_eq!(
+        Arc::strong_count(&store),
+        1,
+        "a request kept the store alive"
+    );
+}

@@ -40,12 +40,17 @@ impl Template {
     /// What a re-run needs of `parts`. Taken by the axum extractor, so that
     /// only requests whose handler takes the session pay for the copy.
     pub(crate) fn of(parts: &Parts) -> Self {
+        let mut extensions = parts.extensions.clone();
+        // The session that keeps this template must not be in it: that
+        // would be a reference cycle (session, template, session) and leak
+        // both. A re-run gets its own session anyway.
+        extensions.remove::<Session>();
         Self {
             method: parts.method.clone(),
             uri: parts.uri.clone(),
             version: parts.version,
             headers: parts.headers.clone(),
-            extensions: parts.extensions.clone(),
+            extensions,
         }
     }
 
