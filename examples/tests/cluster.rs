@@ -35,6 +35,9 @@ impl Demo {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
+            // Its own process group, so that a failing test can end nginx
+            // and the instances too (see `Drop`).
+            .process_group(0)
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -94,6 +97,19 @@ impl Demo {
             matches!(status, Ok(Ok(s)) if s.success()),
             "the demo did not stop cleanly: {status:?}"
         );
+    }
+}
+
+/// A test that fails before `stop` must not leave nginx or an instance
+/// running: the demo's whole process group is killed.
+impl Drop for Demo {
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }
 
