@@ -204,9 +204,9 @@ pub(crate) async fn commit(config: &Config, state: State, turn: Option<Turn>) ->
             }
             done(cookie, failed_before)
         }
-        (None, Some(record)) if state.changed => {
+        (None, Some(mut record)) if state.changed => {
             let max_age = max_age(&record, now);
-            match create(config, record, deadline).await {
+            match create(config, &mut record, deadline).await {
                 Ok((id, _)) => done(CookieChange::Set { id, max_age }, failed_before),
                 Err(_) => Outcome::Failed { identity: false },
             }
@@ -279,7 +279,7 @@ impl Write<'_> {
                     match self.fresh().await {
                         Err(_) => return Outcome::Failed { identity: false },
                         Ok(None) => return self.stale(None),
-                        Ok(Some(fresh)) => match self.rebase(fresh) {
+                        Ok(Some(fresh)) => match self.rebase(fresh, &record) {
                             Rebased::Apply(rebased) => {
                                 expected = rebased.version;
                                 record = rebased;
@@ -297,11 +297,11 @@ impl Write<'_> {
     /// The new id first, with this request's changes; then the old one
     /// retired with compare-and-delete, carrying over any write that reached
     /// it meanwhile. All or nothing.
-    async fn cycle(self, record: Record) -> Outcome {
+    async fn cycle(self, mut record: Record) -> Outcome {
         let config = self.config;
         let old = &self.loaded.key;
         let mut max_age = max_age(&record, now());
-        let Ok((id, new)) = create(config, record, self.deadline).await else {
+        let Ok((id, new)) = create(config, &mut record, self.deadline).await else {
             return Outcome::Failed { identity: true };
         };
         let mut expected = self.loaded.version;
@@ -324,7 +324,7 @@ impl Write<'_> {
                     match self.fresh().await {
                         Err(_) => None,
                         Ok(None) => Some(self.stale(None)),
-                        Ok(Some(fresh)) => match self.rebase(fresh) {
+                        Ok(Some(fresh)) => match self.rebase(fresh, &record) {
                             Rebased::Stale(fresh) => Some(self.stale(Some(fresh))),
                             Rebased::Apply(mut carried) => {
                                 expected = carried.version;
@@ -362,9 +362,10 @@ impl Write<'_> {
 
     /// `fresh` with this request's changes applied, if nothing the request
     /// read has changed there and the result fits the size limit;
-    /// otherwise `fresh` itself, for running the request again.
-    fn rebase(&self, fresh: Record) -> Rebased {
-        if !self.reads.hold_in(&fresh) {
+    /// otherwise `fresh` itself, for running the request again. `working`
+    /// is the record the request's changes were last applied to.
+    fn rebase(&self, fresh: Record, working: &Record) -> Rebased {
+        if !self.reads.hold_in(&fresh, working) {
             tracing::debug!(
                 key = self.loaded.key.short(),
                 "a value the request read has changed; not committed"
@@ -421,7 +422,7 @@ impl Write<'_> {
 /// Stores `record` as a brand-new session under a fresh id.
 async fn create(
     config: &Config,
-    mut record: Record,
+    record: &mut Record,
     deadline: Instant,
 ) -> Result<(Id, StoreKey), StoreError> {
     record.version = 0;
@@ -434,7 +435,7 @@ async fn create(
             "create",
             &key,
             deadline,
-            config.store.create(&key, &record),
+            config.store.create(&key, record),
         );
         if created.await? {
             return Ok((id, key));

@@ -9,12 +9,13 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use smallvec::SmallVec;
 use time::OffsetDateTime;
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::commit::{self, Outcome, Turn};
 use crate::layer::Config;
-use crate::layer::rerun::Template;
+use crate::layer::rerun::{RouteUse, Template};
 use crate::record::now;
 use crate::{Expiry, Id, Record, SessionError, StoreKey};
 
@@ -77,7 +78,17 @@ struct Inner {
     /// The request may run again if its view turns out stale: the axum
     /// extractor then keeps a copy of its head in `template`.
     rerunnable: bool,
-    template: std::sync::Mutex<Option<Arc<Template>>>,
+    remembered: std::sync::Mutex<Remembered>,
+}
+
+/// What the axum extractor kept of the request for a re-run.
+#[derive(Default)]
+struct Remembered {
+    taken: bool,
+    /// The request's head, unless its path is known to only read.
+    template: Option<Arc<Template>>,
+    /// The path it was served on, to learn whether requests there write.
+    route: Option<RouteUse>,
 }
 
 #[derive(Default, Clone, Copy, PartialEq, Eq, Debug)]
@@ -175,34 +186,54 @@ impl Op {
 }
 
 /// What a request read of its stored session: the keys whose stored value it
-/// saw, with that value, and the principal if it asked for it. A read of a
-/// key this request had already set (or after `clear`) sees its own write and
-/// depends on nothing stored, so it is not recorded.
+/// saw, and the principal if it asked for it. A read of a key this request
+/// had already set (or after `clear`) sees its own write and depends on
+/// nothing stored, so it is not recorded.
+///
+/// Reading copies nothing: the value seen stays in the working copy until
+/// this request overwrites or removes it, and only then is it moved here
+/// ([`Seen::Was`]). Most requests never conflict, so most never look at it.
 #[derive(Default)]
 pub(crate) struct Reads {
-    keys: Vec<(String, Option<Value>)>,
+    keys: SmallVec<[(Key, Seen); 1]>,
     principal: Option<Option<String>>,
     /// Keys this request set without reading them first.
-    own: Vec<String>,
+    own: SmallVec<[Key; 1]>,
     cleared: bool,
     own_principal: bool,
 }
 
+/// A session key as the handle keeps it: short keys (most) inline, without
+/// an allocation.
+type Key = SmallVec<[u8; 16]>;
+
+/// Where the value a request read of a key is now.
+enum Seen {
+    /// Still in the working copy: this request has not changed the key since.
+    Kept,
+    /// This request changed the key afterwards; this is what it read.
+    Was(Option<Value>),
+}
+
 impl Reads {
-    fn key(&mut self, record: &Record, key: &str) {
+    fn key(&mut self, key: &str) {
+        let key = key.as_bytes();
         if self.cleared
-            || self.own.iter().any(|k| k == key)
-            || self.keys.iter().any(|(k, _)| k == key)
+            || self.own.iter().any(|k| k.as_slice() == key)
+            || self.keys.iter().any(|(k, _)| k.as_slice() == key)
         {
             return;
         }
-        self.keys
-            .push((key.to_owned(), record.data.get(key).cloned()));
+        self.keys.push((Key::from_slice(key), Seen::Kept));
     }
 
     fn set_key(&mut self, key: &str) {
-        if !self.own.iter().any(|k| k == key) {
-            self.own.push(key.to_owned());
+        let key = key.as_bytes();
+        // A key read first stays recorded as read; nothing to add.
+        if !self.own.iter().any(|k| k.as_slice() == key)
+            && !self.keys.iter().any(|(k, _)| k.as_slice() == key)
+        {
+            self.own.push(Key::from_slice(key));
         }
     }
 
@@ -212,24 +243,60 @@ impl Reads {
         }
     }
 
+    /// Moves the values read of the keys `op` is about to change out of the
+    /// working copy `record`, so that they are still known once it has.
+    fn keep_before(&mut self, op: &Op, record: &mut Record) {
+        let mut keep = |key: &str, seen: &mut Seen| {
+            if matches!(seen, Seen::Kept) {
+                *seen = Seen::Was(record.data.get_mut(key).map(std::mem::take));
+            }
+        };
+        match op {
+            Op::Insert(key, _) | Op::Remove(key) => {
+                let bytes = key.as_bytes();
+                if let Some((_, seen)) = self.keys.iter_mut().find(|(k, _)| k.as_slice() == bytes) {
+                    keep(key, seen);
+                }
+            }
+            Op::Clear => {
+                for (k, seen) in &mut self.keys {
+                    if let Ok(key) = std::str::from_utf8(k) {
+                        keep(key, seen);
+                    }
+                }
+            }
+            Op::SetPrincipal(_) | Op::SetExpiry(_) => {}
+        }
+    }
+
     /// Whether every value this request read is still what `fresh` holds:
-    /// then its changes may be applied to `fresh` as they are.
-    pub(crate) fn hold_in(&self, fresh: &Record) -> bool {
-        self.keys
-            .iter()
-            .all(|(key, seen)| fresh.data.get(key) == seen.as_ref())
-            && self
-                .principal
-                .as_ref()
-                .is_none_or(|seen| fresh.principal == *seen)
+    /// then its changes may be applied to `fresh` as they are. `working` is
+    /// the request's working copy (or, after a rebase, the fresh record its
+    /// changes were applied to, which holds the same values of the keys it
+    /// read and did not change).
+    pub(crate) fn hold_in(&self, fresh: &Record, working: &Record) -> bool {
+        self.keys.iter().all(|(key, seen)| {
+            // Keys are copied from `&str`s: always UTF-8.
+            let Ok(key) = std::str::from_utf8(key) else {
+                return false;
+            };
+            let seen = match seen {
+                Seen::Kept => working.data.get(key),
+                Seen::Was(value) => value.as_ref(),
+            };
+            fresh.data.get(key) == seen
+        }) && self
+            .principal
+            .as_ref()
+            .is_none_or(|seen| fresh.principal == *seen)
     }
 }
 
 impl State {
     /// Notes a read of `key`'s stored value (if there is a stored session).
     fn read_key(&mut self, key: &str) {
-        if let (Some(_), Some(record)) = (&self.loaded, &self.record) {
-            self.reads.key(record, key);
+        if let (Some(_), Some(_)) = (&self.loaded, &self.record) {
+            self.reads.key(key);
         }
     }
 
@@ -268,6 +335,7 @@ impl State {
             Op::SetPrincipal(_) => {}
         }
         self.changed |= op.changes(record);
+        self.reads.keep_before(&op, record);
         op.apply(record, now);
         self.ops.push(op);
         Ok(())
@@ -288,7 +356,13 @@ impl fmt::Debug for Session {
 
 impl Session {
     pub(crate) fn new(config: Arc<Config>, cookie_ids: Vec<Id>, rerunnable: bool) -> Self {
-        Self::with_state(config, cookie_ids, State::default(), rerunnable, None)
+        Self::with_state(
+            config,
+            cookie_ids,
+            State::default(),
+            rerunnable,
+            Remembered::default(),
+        )
     }
 
     fn with_state(
@@ -296,7 +370,7 @@ impl Session {
         cookie_ids: Vec<Id>,
         state: State,
         rerunnable: bool,
-        template: Option<Arc<Template>>,
+        remembered: Remembered,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -304,7 +378,7 @@ impl Session {
                 cookie_ids,
                 state: Mutex::new(state),
                 rerunnable,
-                template: std::sync::Mutex::new(template),
+                remembered: std::sync::Mutex::new(remembered),
             }),
         }
     }
@@ -318,38 +392,62 @@ impl Session {
             record: Some(record),
             ..State::default()
         };
+        let remembered = Remembered {
+            taken: true,
+            template: Some(template),
+            route: self.remembered().route.clone(),
+        };
         Self::with_state(
             self.inner.config.clone(),
             self.inner.cookie_ids.clone(),
             state,
             true,
-            Some(template),
+            remembered,
         )
     }
 
-    fn template_slot(&self) -> std::sync::MutexGuard<'_, Option<Arc<Template>>> {
+    fn remembered(&self) -> std::sync::MutexGuard<'_, Remembered> {
         // Only ever set whole: a poisoned lock holds nothing half-written.
         self.inner
-            .template
+            .remembered
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Keeps what a re-run of this request needs of its head, once, if the
-    /// request may run again (called by the axum extractor).
+    /// request may run again (called by the axum extractor): nothing on a
+    /// path learnt to only read its sessions (see `rerun`).
     #[cfg_attr(not(feature = "axum"), allow(dead_code))]
     pub(crate) fn remember(&self, parts: &http::request::Parts) {
-        if self.inner.rerunnable {
-            let mut slot = self.template_slot();
-            if slot.is_none() {
-                *slot = Some(Arc::new(Template::of(parts)));
-            }
+        if !self.inner.rerunnable {
+            return;
         }
+        let mut slot = self.remembered();
+        if slot.taken {
+            return;
+        }
+        slot.taken = true;
+        let route = self.inner.config.routes.of(parts);
+        if !route.as_ref().is_some_and(RouteUse::read_only) {
+            slot.template = Some(Arc::new(Template::of(parts)));
+        }
+        slot.route = route;
     }
 
     /// The head of the request kept for a re-run, if any.
     pub(crate) fn template(&self) -> Option<Arc<Template>> {
-        self.template_slot().clone()
+        self.remembered().template.clone()
+    }
+
+    /// Tells what is learnt of this request's path whether it wrote.
+    fn note_use(&self, wrote: bool) {
+        if let Some(route) = &self.remembered().route {
+            if wrote {
+                route.note_write();
+            } else {
+                route.note_read();
+            }
+        }
     }
 
     /// Locks the state, loading the stored session first if that has not happened yet.
@@ -667,8 +765,17 @@ impl Session {
                 phase: Phase::Closed,
                 ..State::default()
             };
+            self.note_use(false);
         }
         idle
+    }
+
+    /// Whether the commit deletes a session or changes its id (`destroy`,
+    /// `cycle_id`): several store calls that must not be cut in half.
+    pub(crate) fn identity_changes(&self) -> bool {
+        self.inner.state.try_lock().map_or(true, |state| {
+            state.destroyed || state.cycle || !state.doomed.is_empty()
+        })
     }
 
     /// Closes the session without committing anything (the handler failed).
@@ -688,6 +795,7 @@ impl Session {
         let state = std::mem::take(&mut *guard);
         guard.phase = Phase::Closed;
         drop(guard);
+        self.note_use(state.changed || state.cycle || state.destroyed || !state.doomed.is_empty());
         commit::commit(&self.inner.config, state, turn).await
     }
 }
@@ -711,5 +819,92 @@ fn value_error(key: &str, source: serde_json::Error) -> SessionError {
     SessionError::Value {
         key: key.to_owned(),
         source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// A state as loaded from the store with `data`.
+    fn loaded(data: Value) -> (State, Record) {
+        let mut record = Record::new(now(), &Expiry::default());
+        record.data = serde_json::from_value(data).unwrap_or_default();
+        let state = State {
+            phase: Phase::Ready,
+            loaded: Some(Loaded {
+                id: Id::decode("AAAAAAAAAAAAAAAAAAAAAA").expect("an id"),
+                key: Id::decode("AAAAAAAAAAAAAAAAAAAAAA")
+                    .expect("an id")
+                    .store_key(),
+                version: 0,
+            }),
+            record: Some(record.clone()),
+            ..State::default()
+        };
+        (state, record)
+    }
+
+    fn with(record: &Record, data: Value) -> Record {
+        let mut fresh = record.clone();
+        fresh.data = serde_json::from_value(data).unwrap_or_default();
+        fresh
+    }
+
+    /// What a request read is compared with the fresh record whether the
+    /// request then changed the key (insert, remove, clear) or not.
+    #[test]
+    fn reads_are_known_after_the_request_changes_what_it_read() {
+        let config = Config::for_tests();
+        type Change<'a> = Box<dyn Fn(&mut State) + 'a>;
+        let changes: [(&str, Change<'_>); 4] = [
+            ("kept", Box::new(|_| {})),
+            (
+                "insert",
+                Box::new(|s| s.change(&config, Op::Insert("a".into(), json!(9))).unwrap()),
+            ),
+            (
+                "remove",
+                Box::new(|s| s.change(&config, Op::Remove("a".into())).unwrap()),
+            ),
+            ("clear", Box::new(|s| s.change(&config, Op::Clear).unwrap())),
+        ];
+        for (case, change) in changes {
+            let (mut state, stored) = loaded(json!({"a": "seen", "b": 1}));
+            state.read_key("a");
+            change(&mut state);
+            let working = state.record.clone().unwrap();
+            let reads = &state.reads;
+            let same = with(&stored, json!({"a": "seen", "b": 2}));
+            let changed = with(&stored, json!({"a": "other", "b": 1}));
+            let removed = with(&stored, json!({"b": 1}));
+            assert!(reads.hold_in(&same, &working), "{case}: a unchanged");
+            assert!(!reads.hold_in(&changed, &working), "{case}: a changed");
+            assert!(!reads.hold_in(&removed, &working), "{case}: a removed");
+        }
+    }
+
+    /// A key read while absent must still be absent.
+    #[test]
+    fn absent_read_must_stay_absent() {
+        let config = Config::for_tests();
+        let (mut state, stored) = loaded(json!({"b": 1}));
+        state.read_key("a");
+        state
+            .change(&config, Op::Insert("a".into(), json!(1)))
+            .unwrap();
+        let working = state.record.clone().unwrap();
+        assert!(
+            state
+                .reads
+                .hold_in(&with(&stored, json!({"b": 5})), &working)
+        );
+        assert!(
+            !state
+                .reads
+                .hold_in(&with(&stored, json!({"a": 0})), &working)
+        );
     }
 }

@@ -91,6 +91,7 @@ macro_rules! conformance_tests {
         $crate::__conformance_cases!($factory; serial:
             get_then_insert_counter_is_serializable_across_instances,
             stale_read_is_never_committed,
+            path_learnt_read_only_refuses_its_first_stale_write,
             update_mixed_with_get_insert_on_other_keys,
             destroy_racing_get_then_insert_never_resurrects,
             cycle_id_racing_a_write_to_the_old_id,

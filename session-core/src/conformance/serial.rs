@@ -117,6 +117,18 @@ async fn derive(State(probe): State<Probe>, session: Session) -> Answer {
     Ok((a * 10).to_string())
 }
 
+/// Reads `a` (held after the read when armed); with the query `?write`,
+/// also writes `b = 10 a` from it.
+async fn sometimes(State(probe): State<Probe>, session: Session, uri: http::Uri) -> Answer {
+    probe.ran("sometimes");
+    let a: u64 = session.get("a").await?.unwrap_or_default();
+    probe.hold().await;
+    if uri.query() == Some("write") {
+        session.insert("b", a * 10).await?;
+    }
+    Ok((a * 10).to_string())
+}
+
 /// A blind write of `key`.
 async fn set(
     State(probe): State<Probe>,
@@ -201,6 +213,7 @@ fn instance(layer: SessionLayer, probe: &Probe) -> Router {
     Router::new()
         .route("/incr", get(incr))
         .route("/derive", get(derive).post(derive))
+        .route("/sometimes", get(sometimes))
         .route("/set/{key}/{value}", get(set))
         .route("/bump", get(bump))
         .route("/login", get(login).post(login))
@@ -384,6 +397,46 @@ pub async fn stale_read_is_never_committed<S: SessionStore>(store: S) {
         } else {
             assert_eq!(value(&record, "b"), json!(20), "the refused POST wrote b");
             assert_eq!(probe.runs("derive") - runs, 1, "a POST never runs twice");
+        }
+    }
+}
+
+/// A path whose requests have only read their session is learnt as such,
+/// and its requests are no longer copied for a re-run. The first request
+/// there that writes and turns out stale is refused (`409`) instead of run
+/// again, and commits nothing; that write marks the path as writing, so
+/// from then on its stale requests run again.
+pub async fn path_learnt_read_only_refuses_its_first_stale_write<S: SessionStore>(store: S) {
+    let store: Arc<dyn SessionStore> = Arc::new(store);
+    let (apps, probe) = instances(&store, 2);
+    let pair = new_session(&apps[0], "/set/a/1").await;
+    for _ in 0..crate::layer::rerun::LEARN_AFTER {
+        let read = get_with(&apps[0], "/sometimes", &pair).await;
+        assert_eq!(read.status, StatusCode::OK, "{}", read.body);
+    }
+
+    // Each round: `/sometimes?write` reads a, then a changes before it commits.
+    for (a, rerun) in [(2, false), (3, true)] {
+        let runs = probe.runs("sometimes");
+        let held = probe.held(&apps[0], "/sometimes?write", &pair).await;
+        let set = get_with(&apps[1], &format!("/set/a/{a}"), &pair).await;
+        assert_eq!(set.status, StatusCode::OK);
+        let late = held.finish().await;
+        let record = stored(&store, &pair).await.expect("session");
+        assert_eq!(value(&record, "a"), json!(a));
+        if rerun {
+            assert_eq!(late.status, StatusCode::OK, "{}", late.body);
+            assert_eq!(late.body, (a * 10).to_string(), "the re-run's answer");
+            assert_eq!(value(&record, "b"), json!(a * 10), "b from the fresh a");
+            assert_eq!(probe.runs("sometimes") - runs, 2, "one run, one re-run");
+        } else {
+            assert_refused(&late);
+            assert_eq!(
+                value(&record, "b"),
+                Value::Null,
+                "the refused request wrote b"
+            );
+            assert_eq!(probe.runs("sometimes") - runs, 1, "no copy, no re-run");
         }
     }
 }

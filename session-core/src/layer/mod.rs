@@ -111,6 +111,13 @@ pub enum ConflictPolicy {
     /// `Bytes`, `()`). The second response is the one sent, like a database
     /// retrying a transaction. Other requests (a `POST`, a streamed body)
     /// get `409 Conflict`. The default.
+    ///
+    /// A re-run needs a copy of the request's head, which the axum
+    /// extractor keeps. The layer learns which paths write their session:
+    /// once a path has served 64 requests that took their session and
+    /// changed nothing, its requests are no longer copied. The first request
+    /// there that writes marks the path as writing (copied again from then
+    /// on); if that request also turns out stale, it gets `409`.
     #[default]
     Rerun,
     /// Never run a request twice: every stale request gets `409 Conflict`.
@@ -133,6 +140,8 @@ pub(crate) struct Config {
     pub(crate) max_session_size: usize,
     /// Saves of one session within this process take turns (see `locks`).
     pub(crate) key_locks: Arc<crate::locks::KeyLocks>,
+    /// Which paths write their session (see `rerun`).
+    pub(crate) routes: Arc<rerun::Routes>,
 }
 
 /// The session middleware: wrap a router or service with it.
@@ -201,6 +210,7 @@ impl SessionLayer {
                 save_attempts: DEFAULT_SAVE_ATTEMPTS,
                 max_session_size: DEFAULT_MAX_SESSION_SIZE,
                 key_locks: Arc::default(),
+                routes: Arc::default(),
             }),
         }
     }

@@ -7,7 +7,7 @@ use http::header::{HeaderValue, RETRY_AFTER, SET_COOKIE};
 use http::{Request, Response, StatusCode};
 use tower_service::Service;
 
-use super::rerun;
+use super::rerun::{self, Spare};
 use super::{Config, ConflictPolicy, FailurePolicy};
 use crate::Session;
 use crate::commit::{CookieChange, Outcome, Stale};
@@ -83,12 +83,23 @@ where
                     // store call, no cookie, no task to spawn.
                     return Ok(response);
                 }
-                // Its own task: a client that hangs up (dropping this future)
-                // must not cut a logout's delete or a login's id change in half.
-                let finishing = session.clone();
                 let held = turn.take();
-                let outcome = tokio::spawn(async move { finishing.finish(held).await });
-                let outcome = outcome.await.unwrap_or(Outcome::Failed { identity: true });
+                let outcome = if session.identity_changes() {
+                    // Its own task: a client that hangs up (dropping this
+                    // future) must not cut a logout's delete or a login's
+                    // id change in half.
+                    let finishing = session.clone();
+                    let outcome = tokio::spawn(async move { finishing.finish(held).await });
+                    outcome.await.unwrap_or(Outcome::Failed { identity: true })
+                } else {
+                    // A save, create or touch is one store call (and after a
+                    // conflict, a load and another save): cut short by a
+                    // client that hung up, it either happened or did not,
+                    // and that client gets no answer either way. Boxed: the
+                    // commit's state would otherwise make every request's
+                    // future larger, committing or not.
+                    Box::pin(session.finish(held)).await
+                };
                 let stale = match outcome {
                     Outcome::Done {
                         cookie,
@@ -112,11 +123,15 @@ where
                 // Run the request again on the fresh session, in this
                 // process's turn, or refuse it.
                 let Stale { fresh, turn: held } = *stale;
-                let again = match (session.template(), spare.take(), fresh) {
-                    (Some(template), Some(body), Some((loaded, record)))
+                let again = match (
+                    session.template(),
+                    spare.take().and_then(Spare::take),
+                    fresh,
+                ) {
+                    (Some(template), Some((body, next)), Some((loaded, record)))
                         if runs <= config.save_attempts =>
                     {
-                        spare = rerun::twin(&body);
+                        spare = next;
                         let next = session.rerun(loaded, record, template.clone());
                         Some((next.clone(), template.request(body, next)))
                     }
