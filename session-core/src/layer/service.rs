@@ -61,92 +61,115 @@ where
         // and only when a cookie names a session: without one, the request
         // can only create a session, which never conflicts. The head of the
         // request is copied later, if the handler takes the session.
-        let mut spare = match config.conflict_policy {
+        let spare = match config.conflict_policy {
             ConflictPolicy::Rerun if !cookie_ids.is_empty() => rerun::spare_body(&request),
             _ => None,
         };
-        let mut session = Session::new(config.clone(), cookie_ids, spare.is_some());
+        let session = Session::new(config.clone(), cookie_ids, spare.is_some());
         request.extensions_mut().insert(session.clone());
 
         Box::pin(async move {
-            let mut response = inner.call(request).await?;
-            let mut turn = None;
-            let mut runs = 1;
-            loop {
-                if response.status().is_server_error() {
-                    // The handler failed: none of what it did is committed.
-                    session.abandon().await;
-                    return Ok(response);
-                }
-                if session.close_if_idle() {
-                    // Most requests (untouched, or read with no touch due): no
-                    // store call, no cookie, no task to spawn.
-                    return Ok(response);
-                }
-                let held = turn.take();
-                let outcome = if session.identity_changes() {
-                    // Its own task: a client that hangs up (dropping this
-                    // future) must not cut a logout's delete or a login's
-                    // id change in half.
-                    let finishing = session.clone();
-                    let outcome = tokio::spawn(async move { finishing.finish(held).await });
-                    outcome.await.unwrap_or(Outcome::Failed { identity: true })
-                } else {
-                    // A save, create or touch is one store call (and after a
-                    // conflict, a load and another save): cut short by a
-                    // client that hung up, it either happened or did not,
-                    // and that client gets no answer either way. Boxed: the
-                    // commit's state would otherwise make every request's
-                    // future larger, committing or not.
-                    Box::pin(session.finish(held)).await
-                };
-                let stale = match outcome {
-                    Outcome::Done {
-                        cookie,
-                        store_failed,
-                    } => {
-                        if store_failed && config.failure_policy == FailurePolicy::Reject {
-                            return Ok(unavailable());
-                        }
-                        set_cookie(&config, &mut response, cookie);
-                        return Ok(response);
-                    }
-                    Outcome::Failed { identity } => {
-                        if identity || config.failure_policy == FailurePolicy::Reject {
-                            return Ok(unavailable());
-                        }
-                        return Ok(response);
-                    }
-                    Outcome::Stale(stale) => stale,
-                };
-                // The response came from a stale view: it is never sent.
-                // Run the request again on the fresh session, in this
-                // process's turn, or refuse it.
-                let Stale { fresh, turn: held } = *stale;
-                let again = match (
-                    session.template(),
-                    spare.take().and_then(Spare::take),
-                    fresh,
-                ) {
-                    (Some(template), Some((body, next)), Some((loaded, record)))
-                        if runs <= config.save_attempts =>
-                    {
-                        spare = next;
-                        let next = session.rerun(loaded, record, template.clone());
-                        Some((next.clone(), template.request(body, next)))
-                    }
-                    _ => None,
-                };
-                let Some((next, request)) = again else {
-                    return Ok(conflict());
-                };
-                turn = Some(held);
-                session = next;
-                runs += 1;
-                poll_fn(|cx| inner.poll_ready(cx)).await?;
-                response = inner.call(request).await?;
+            let response = inner.call(request).await?;
+            if response.status().is_server_error() {
+                // The handler failed: none of what it did is committed.
+                session.abandon().await;
+                return Ok(response);
             }
+            if session.close_if_idle() {
+                // Most requests (untouched, or read with no touch due): no
+                // store call, no cookie, nothing more in this future.
+                return Ok(response);
+            }
+            // Boxed: what a commit and a re-run keep across their awaits
+            // would otherwise make every request's future larger.
+            Box::pin(commit(inner, config, session, spare, response)).await
         })
+    }
+}
+
+/// Commits the session of a request whose handler produced `response`, and
+/// runs the request again while its view turns out stale (or refuses it).
+async fn commit<S, ReqBody, ResBody>(
+    mut inner: S,
+    config: Arc<Config>,
+    mut session: Session,
+    mut spare: Option<Spare<ReqBody>>,
+    mut response: Response<ResBody>,
+) -> Result<Response<ResBody>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ReqBody: 'static,
+    ResBody: Default,
+{
+    let mut turn = None;
+    let mut runs = 1;
+    loop {
+        let held = turn.take();
+        let outcome = if session.identity_changes() {
+            // Its own task: a client that hangs up (dropping this future)
+            // must not cut a logout's delete or a login's id change in half.
+            let finishing = session.clone();
+            let outcome = tokio::spawn(async move { finishing.finish(held).await });
+            outcome.await.unwrap_or(Outcome::Failed { identity: true })
+        } else {
+            // A save, create or touch is one store call (and after a
+            // conflict, a load and another save): cut short by a client
+            // that hung up, it either happened or did not, and that client
+            // gets no answer either way.
+            session.finish(held).await
+        };
+        let stale = match outcome {
+            Outcome::Done {
+                cookie,
+                store_failed,
+            } => {
+                if store_failed && config.failure_policy == FailurePolicy::Reject {
+                    return Ok(unavailable());
+                }
+                set_cookie(&config, &mut response, cookie);
+                return Ok(response);
+            }
+            Outcome::Failed { identity } => {
+                if identity || config.failure_policy == FailurePolicy::Reject {
+                    return Ok(unavailable());
+                }
+                return Ok(response);
+            }
+            Outcome::Stale(stale) => stale,
+        };
+        // The response came from a stale view: it is never sent. Run the
+        // request again on the fresh session, in this process's turn, or
+        // refuse it.
+        let Stale { fresh, turn: held } = *stale;
+        let again = match (
+            session.template(),
+            spare.take().and_then(Spare::take),
+            fresh,
+        ) {
+            (Some(template), Some((body, next)), Some((loaded, record)))
+                if runs <= config.save_attempts =>
+            {
+                spare = next;
+                let next = session.rerun(loaded, record, template.clone());
+                Some((next.clone(), template.request(body, next)))
+            }
+            _ => None,
+        };
+        let Some((next, request)) = again else {
+            return Ok(conflict());
+        };
+        turn = Some(held);
+        session = next;
+        runs += 1;
+        poll_fn(|cx| inner.poll_ready(cx)).await?;
+        response = inner.call(request).await?;
+        if response.status().is_server_error() {
+            session.abandon().await;
+            return Ok(response);
+        }
+        if session.close_if_idle() {
+            return Ok(response);
+        }
     }
 }
 
