@@ -761,10 +761,9 @@ impl Session {
             Phase::Failed | Phase::Closed => false,
         };
         if idle {
-            *state = State {
-                phase: Phase::Closed,
-                ..State::default()
-            };
+            // Nothing else of a read-only request's state is large.
+            state.phase = Phase::Closed;
+            state.record = None;
             self.note_use(false);
         }
         idle
