@@ -176,15 +176,19 @@ fn taskset_self(cpus: &str) -> bool {
 /// The server process: builds the app, prints `listening ADDR`, serves until killed.
 fn serve(args: &[String]) -> Result<(), BoxError> {
     let [backend, variant, rest @ ..] = args else {
-        return Err("usage: load serve BACKEND VARIANT [THREADS]".into());
+        return Err("usage: load serve BACKEND VARIANT [THREADS|default]".into());
     };
     let backend: Backend = backend.parse()?;
     let variant: Variant = variant.parse()?;
-    let threads = rest.first().and_then(|t| t.parse().ok()).unwrap_or(1);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()?;
+    // THREADS: tokio workers, or `default` for `#[tokio::main]`'s (one per core).
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    match rest.first().map(String::as_str) {
+        Some("default") => {}
+        threads => {
+            builder.worker_threads(threads.and_then(|t| t.parse().ok()).unwrap_or(1));
+        }
+    }
+    let runtime = builder.enable_all().build()?;
     runtime.block_on(async move {
         let app = bench::setup::build(backend, variant).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
