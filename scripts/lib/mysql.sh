@@ -21,21 +21,6 @@ _mysql_sbin() {
     return 1
 }
 
-# _mysql_stop PID DIR: stops the server PID (if still running) and removes DIR.
-_mysql_stop() {
-    local pid=$1 dir=$2
-    if kill -0 "$pid" 2>/dev/null; then
-        kill "$pid" 2>/dev/null
-        local i
-        for i in $(seq 100); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -9 "$pid" 2>/dev/null || true
-    fi
-    rm -rf "$dir"
-}
-
 start_mysql() {
     local mariadbd install_db dir port pid user
     if ! mariadbd=$(_mysql_sbin mariadbd); then
@@ -78,7 +63,8 @@ start_mysql() {
         --max-connections=1000 --skip-log-bin --skip-name-resolve \
         >/dev/null 2>&1 &
     pid=$!
-    on_exit _mysql_stop "$pid" "$dir"
+    # InnoDB may take a few seconds to shut down cleanly.
+    on_exit stop_server "$pid" "$dir" 10
     if ! wait_for 60 mariadb-admin --no-defaults --socket="$dir/mysqld.sock" -uroot ping; then
         echo "mariadbd on 127.0.0.1:$port did not start; its log:" >&2
         cat "$dir/error.log" >&2 2>/dev/null || true

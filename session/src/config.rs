@@ -236,20 +236,8 @@ impl StoreConfig {
             }
             "postgres" | "postgresql" => {
                 let schema = options.take("schema", |v| Some(v.to_owned()), "an identifier")?;
-                let table = options.take("table", |v| Some(v.to_owned()), "an identifier")?;
-                let pool = options.take(
-                    "pool",
-                    |v| v.parse().ok().filter(|n| *n > 0),
-                    "a pool size from 1",
-                )?;
                 // Everything else is the Postgres client's (sslmode, application_name, ...).
-                let passthrough = options.finish("postgres", true)?;
-                check_hosts(authority(body), false)?;
-                let url = if passthrough.is_empty() {
-                    format!("{scheme}://{body}")
-                } else {
-                    format!("{scheme}://{body}?{passthrough}")
-                };
+                let (url, table, pool) = sql_backend(options, "postgres", scheme, body)?;
                 Backend::Postgres {
                     url,
                     schema,
@@ -259,21 +247,9 @@ impl StoreConfig {
             }
             "mysql" | "mariadb" => {
                 let database = options.take("database", |v| Some(v.to_owned()), "an identifier")?;
-                let table = options.take("table", |v| Some(v.to_owned()), "an identifier")?;
-                let pool = options.take(
-                    "pool",
-                    |v| v.parse().ok().filter(|n| *n > 0),
-                    "a pool size from 1",
-                )?;
                 // Everything else is the MySQL client's (ssl-mode, charset, ...).
-                let passthrough = options.finish("mysql", true)?;
-                check_hosts(authority(body), false)?;
                 // sqlx's driver knows only `mysql://`; MariaDB speaks the same protocol.
-                let url = if passthrough.is_empty() {
-                    format!("mysql://{body}")
-                } else {
-                    format!("mysql://{body}?{passthrough}")
-                };
+                let (url, table, pool) = sql_backend(options, "mysql", "mysql", body)?;
                 Backend::MySql {
                     url,
                     database,
@@ -288,6 +264,31 @@ impl StoreConfig {
             op_timeout_ms,
         })
     }
+}
+
+/// What the SQL backends share: their `table` and `pool` options, the
+/// client's own options passed through, and the URL (with `scheme`) that
+/// goes to the client.
+fn sql_backend(
+    mut options: Options,
+    backend: &'static str,
+    scheme: &str,
+    body: &str,
+) -> Result<(String, Option<String>, Option<u32>), ConfigError> {
+    let table = options.take("table", |v| Some(v.to_owned()), "an identifier")?;
+    let pool = options.take(
+        "pool",
+        |v| v.parse().ok().filter(|n| *n > 0),
+        "a pool size from 1",
+    )?;
+    let passthrough = options.finish(backend, true)?;
+    check_hosts(authority(body), false)?;
+    let url = if passthrough.is_empty() {
+        format!("{scheme}://{body}")
+    } else {
+        format!("{scheme}://{body}?{passthrough}")
+    };
+    Ok((url, table, pool))
 }
 
 const TIMEOUT_FORMAT: &str = "a duration like 500ms or 2s";

@@ -35,7 +35,7 @@ use http::StatusCode;
 use http::header::RETRY_AFTER;
 
 use super::http::{Reply, send};
-use crate::{FailurePolicy, Session, SessionError, SessionLayer, SessionStore};
+use crate::{FailurePolicy, SessionLayer, SessionStore};
 
 /// Concurrent users of the load.
 pub const USERS: usize = 20;
@@ -54,29 +54,8 @@ pub const PAUSE: Duration = Duration::from_millis(20);
 /// Steady load before the fault and after recovery.
 pub const STEADY: Duration = Duration::from_millis(1500);
 
-/// `/count`: increments the session's counter `n` and answers the new value.
-///
-/// # Errors
-///
-/// The session's error when the store fails.
-pub async fn count(session: Session) -> Result<String, SessionError> {
-    let n: u64 = session
-        .update("n", |n: Option<u64>| n.unwrap_or(0) + 1)
-        .await?;
-    Ok(n.to_string())
-}
-
-/// `/read`: answers the session's counter `n`, or `none`.
-///
-/// # Errors
-///
-/// The session's error when the store fails.
-pub async fn read(session: Session) -> Result<String, SessionError> {
-    Ok(match session.get::<u64>("n").await? {
-        Some(n) => n.to_string(),
-        None => "none".to_owned(),
-    })
-}
+/// `/count` and `/read` of the fault tests: the conformance apps' handlers.
+pub use super::http::{count, read};
 
 /// The app of the fault tests on `store`: `/count` and `/read` under a layer
 /// with [`OP_TIMEOUT`] and [`FailurePolicy::Reject`].
