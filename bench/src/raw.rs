@@ -46,6 +46,8 @@ pub enum Raw {
     Redis(redis::aio::MultiplexedConnection),
     /// A sqlx pool.
     Postgres(sqlx::PgPool),
+    /// A sqlx MySQL pool (the table is in the URL's database).
+    MySql(sqlx::MySqlPool),
 }
 
 /// Errors of the raw handlers, answered as `500`.
@@ -53,8 +55,8 @@ pub enum Raw {
 pub enum RawError {
     /// Redis failed.
     Redis(redis::RedisError),
-    /// Postgres failed.
-    Postgres(sqlx::Error),
+    /// Postgres or MySQL failed.
+    Sql(sqlx::Error),
 }
 
 impl From<redis::RedisError> for RawError {
@@ -65,7 +67,7 @@ impl From<redis::RedisError> for RawError {
 
 impl From<sqlx::Error> for RawError {
     fn from(error: sqlx::Error) -> Self {
-        Self::Postgres(error)
+        Self::Sql(error)
     }
 }
 
@@ -73,7 +75,7 @@ impl std::fmt::Display for RawError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Redis(e) => write!(f, "redis: {e}"),
-            Self::Postgres(e) => write!(f, "postgres: {e}"),
+            Self::Sql(e) => write!(f, "sql: {e}"),
         }
     }
 }
@@ -97,7 +99,7 @@ impl Raw {
         )
     }
 
-    /// Creates the Postgres table (if missing) and empties it.
+    /// Creates the Postgres or MySQL table (if missing) and empties it.
     ///
     /// # Errors
     ///
@@ -112,6 +114,20 @@ impl Raw {
             .execute(pool)
             .await?;
             sqlx::query("TRUNCATE bench_raw").execute(pool).await?;
+        }
+        if let Self::MySql(pool) = self {
+            // What a hand-written MySQL store would do: the key, the data,
+            // an expiry in Unix ms (no TIMESTAMP), the server's clock.
+            sqlx::query(
+                "CREATE TABLE IF NOT EXISTS bench_raw ( \
+                 store_key VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin PRIMARY KEY, \
+                 data LONGBLOB NOT NULL, expires_at_ms BIGINT NOT NULL)",
+            )
+            .execute(pool)
+            .await?;
+            sqlx::query("TRUNCATE TABLE bench_raw")
+                .execute(pool)
+                .await?;
         }
         Ok(())
     }
@@ -132,6 +148,16 @@ impl Raw {
                 .fetch_optional(pool)
                 .await?;
                 data.map(Arc::from)
+            }
+            Self::MySql(pool) => {
+                let data: Option<Vec<u8>> = sqlx::query_scalar(
+                    "SELECT data FROM bench_raw WHERE store_key = ? AND expires_at_ms > ?",
+                )
+                .bind(id)
+                .bind(unix_ms())
+                .fetch_optional(pool)
+                .await?;
+                data.map(|d| Arc::from(String::from_utf8_lossy(&d)))
             }
         })
     }
@@ -155,9 +181,35 @@ impl Raw {
                 };
                 sqlx::query(sql).bind(id).bind(data).execute(pool).await?;
             }
+            Self::MySql(pool) => {
+                let expires = unix_ms() + 86_400_000;
+                let query = if new {
+                    sqlx::query(
+                        "INSERT INTO bench_raw (store_key, data, expires_at_ms) VALUES (?, ?, ?)",
+                    )
+                    .bind(id)
+                    .bind(data.into_bytes())
+                    .bind(expires)
+                } else {
+                    sqlx::query(
+                        "UPDATE bench_raw SET data = ?, expires_at_ms = ? WHERE store_key = ?",
+                    )
+                    .bind(data.into_bytes())
+                    .bind(expires)
+                    .bind(id)
+                };
+                query.execute(pool).await?;
+            }
         }
         Ok(())
     }
+}
+
+/// The app clock in Unix milliseconds.
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// The raw app over `raw`: the same routes as [`crate::app`].

@@ -17,6 +17,8 @@ pub enum Backend {
     Redis,
     /// Postgres at `$DATABASE_URL`.
     Postgres,
+    /// MySQL or MariaDB at `$MYSQL_URL`.
+    MySql,
 }
 
 /// Which implementation serves the app.
@@ -50,7 +52,12 @@ pub const OURS_REDIS_PREFIX: &str = "bench:ours:";
 
 impl Backend {
     /// Every backend, in report order.
-    pub const ALL: [Backend; 3] = [Backend::Memory, Backend::Redis, Backend::Postgres];
+    pub const ALL: [Backend; 4] = [
+        Backend::Memory,
+        Backend::Redis,
+        Backend::Postgres,
+        Backend::MySql,
+    ];
 
     /// The name used on the command line and in reports.
     pub fn name(self) -> &'static str {
@@ -58,6 +65,7 @@ impl Backend {
             Self::Memory => "memory",
             Self::Redis => "redis",
             Self::Postgres => "postgres",
+            Self::MySql => "mysql",
         }
     }
 }
@@ -101,7 +109,7 @@ impl FromStr for Backend {
         Self::ALL
             .into_iter()
             .find(|b| b.name() == s)
-            .ok_or_else(|| format!("unknown backend {s:?} (memory, redis, postgres)"))
+            .ok_or_else(|| format!("unknown backend {s:?} (memory, redis, postgres, mysql)"))
     }
 }
 
@@ -132,6 +140,37 @@ pub fn redis_url() -> Result<String, BoxError> {
 /// When it is not set.
 pub fn database_url() -> Result<String, BoxError> {
     std::env::var("DATABASE_URL").map_err(|_| "DATABASE_URL is not set".into())
+}
+
+/// `$MYSQL_URL`.
+///
+/// # Errors
+///
+/// When it is not set.
+pub fn mysql_url() -> Result<String, BoxError> {
+    std::env::var("MYSQL_URL").map_err(|_| "MYSQL_URL is not set".into())
+}
+
+/// Our MySQL store on the bench table (in the URL's database), migrated and
+/// emptied, with a pool of [`PG_POOL_SIZE`] connections.
+///
+/// # Errors
+///
+/// Connection or migration failures.
+pub async fn ours_mysql(url: &str) -> Result<session_mysql::MySqlStore, BoxError> {
+    let pool = session_mysql::MySqlStore::pool_options()
+        .max_connections(PG_POOL_SIZE)
+        .connect(url)
+        .await?;
+    let store = session_mysql::MySqlStore::builder(pool)
+        .table(OURS_PG_TABLE)
+        .build()?;
+    store.migrate().await?;
+    let truncate = format!("TRUNCATE TABLE `{OURS_PG_TABLE}`");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(truncate))
+        .execute(store.pool())
+        .await?;
+    Ok(store)
 }
 
 /// Our Postgres store on the bench table, migrated, with a pool of
@@ -203,6 +242,32 @@ pub async fn build(backend: Backend, variant: Variant) -> Result<Router, BoxErro
                 .execute(&pool)
                 .await?;
             app::tower_sessions(store)
+        }
+        (Backend::MySql, Variant::Ours) => app::ours(ours_mysql(&mysql_url()?).await?),
+        (Backend::MySql, Variant::TowerSessions) => {
+            use tower_sessions_sqlx_store::sqlx as sqlx08;
+            let pool = sqlx08::mysql::MySqlPoolOptions::new()
+                .test_before_acquire(false)
+                .max_connections(PG_POOL_SIZE)
+                .connect(&mysql_url()?)
+                .await?;
+            // Its default schema, `tower_sessions`: a database of its own.
+            let store = tower_sessions_sqlx_store::MySqlStore::new(pool.clone());
+            store.migrate().await?;
+            sqlx08::query("TRUNCATE TABLE `tower_sessions`.`session`")
+                .execute(&pool)
+                .await?;
+            app::tower_sessions(store)
+        }
+        (Backend::MySql, Variant::Raw) => {
+            let pool = sqlx::mysql::MySqlPoolOptions::new()
+                .test_before_acquire(false)
+                .max_connections(PG_POOL_SIZE)
+                .connect(&mysql_url()?)
+                .await?;
+            let raw = raw::Raw::MySql(pool);
+            raw.prepare().await?;
+            raw::app(raw)
         }
         (Backend::Postgres, Variant::Raw) => {
             let pool = sqlx::postgres::PgPoolOptions::new()

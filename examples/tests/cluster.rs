@@ -3,7 +3,7 @@
 //!
 //! Needs nginx (`.ci/run` installs it; elsewhere `apt-get install nginx`) and,
 //! for the shared-store cases, the servers `scripts/test` starts (REDIS_URL,
-//! DATABASE_URL).
+//! DATABASE_URL, MYSQL_URL).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests
 
 mod common;
@@ -281,6 +281,12 @@ async fn redis_round_robin_kill_one_instance_every_user_keeps_counting() {
     every_user_keeps_counting_when_an_instance_dies(&redis_store()).await;
 }
 
+fn mysql_store() -> String {
+    let url = env_or_fail("MYSQL_URL");
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}database={}", fresh("cluster_test_"))
+}
+
 #[tokio::test]
 async fn postgres_round_robin_count_rises_by_one_per_request() {
     count_rises_by_one_round_robin(&postgres_store()).await;
@@ -289,4 +295,14 @@ async fn postgres_round_robin_count_rises_by_one_per_request() {
 #[tokio::test]
 async fn postgres_round_robin_kill_one_instance_every_user_keeps_counting() {
     every_user_keeps_counting_when_an_instance_dies(&postgres_store()).await;
+}
+
+#[tokio::test]
+async fn mysql_round_robin_count_rises_by_one_per_request() {
+    count_rises_by_one_round_robin(&mysql_store()).await;
+}
+
+#[tokio::test]
+async fn mysql_round_robin_kill_one_instance_every_user_keeps_counting() {
+    every_user_keeps_counting_when_an_instance_dies(&mysql_store()).await;
 }

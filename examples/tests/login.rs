@@ -78,6 +78,11 @@ async fn apps() -> Vec<(Router, AnyStore)> {
         "memory://".to_owned(),
         format!("{}?prefix=login-{fresh}:", env("REDIS_URL")),
         format!("{database}{sep}schema=login_{fresh}"),
+        {
+            let mysql = env("MYSQL_URL").replacen("mysql://", "mariadb://", 1);
+            let sep = if mysql.contains('?') { '&' } else { '?' };
+            format!("{mysql}{sep}database=login_{fresh}")
+        },
     ];
     let mut apps = Vec::new();
     for url in urls {

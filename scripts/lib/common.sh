@@ -54,3 +54,19 @@ wait_for() {
         sleep 0.1
     done
 }
+
+# stop_server PID DIR: stops the server PID (SIGTERM, then SIGKILL after
+# SECONDS, default 5) if it still runs, and removes its temp DIR.
+stop_server() {
+    local pid=$1 dir=$2 seconds=${3:-5}
+    if kill -0 "$pid" 2>/dev/null; then
+        kill "$pid" 2>/dev/null
+        local i
+        for i in $(seq $((seconds * 10))); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -9 "$pid" 2>/dev/null || true
+    fi
+    rm -rf "$dir"
+}

@@ -22,21 +22,6 @@ _redis_ping() {
     [ "$(redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null)" = PONG ]
 }
 
-# _redis_stop PID DIR: stops the server PID (if still running) and removes DIR.
-_redis_stop() {
-    local pid=$1 dir=$2
-    if kill -0 "$pid" 2>/dev/null; then
-        kill "$pid" 2>/dev/null
-        local i
-        for i in $(seq 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -9 "$pid" 2>/dev/null || true
-    fi
-    rm -rf "$dir"
-}
-
 # _redis_spawn DIR PORT [EXTRA ARGS...]: starts a server in the background,
 # registers its shutdown, and waits until it answers.
 _redis_spawn() {
@@ -46,7 +31,7 @@ _redis_spawn() {
     mapfile -t args < <(_redis_common_args "$dir" "$port")
     redis-server "${args[@]}" "$@" >/dev/null 2>&1 &
     local pid=$!
-    on_exit _redis_stop "$pid" "$dir"
+    on_exit stop_server "$pid" "$dir"
     if ! wait_for 10 _redis_ping "$port"; then
         echo "redis-server on 127.0.0.1:$port did not start; its log:" >&2
         cat "$dir/redis.log" >&2 2>/dev/null || true

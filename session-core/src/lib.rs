@@ -13,6 +13,7 @@ mod locks;
 pub mod record;
 mod session;
 mod store;
+pub mod sweeper;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;

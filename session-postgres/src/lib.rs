@@ -11,11 +11,12 @@ mod store;
 mod sweeper;
 
 pub use error::{Error, IdentifierKind, IdentifierProblem};
+/// A running sweeper, from [`PostgresStore::spawn_sweeper`].
+pub use session_core::sweeper::SweeperHandle;
 pub use sql::MAX_IDENTIFIER_LEN;
 pub use store::{
     DEFAULT_SCHEMA, DEFAULT_SWEEP_BATCH, DEFAULT_TABLE, PostgresStore, PostgresStoreBuilder,
 };
-pub use sweeper::SweeperHandle;
 
 /// Re-exported so an app needs one dependency to build the pool it hands
 /// to [`PostgresStore::new`].

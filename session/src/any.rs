@@ -36,9 +36,9 @@ pub struct AnyStore {
     op_timeout: Option<Duration>,
     #[cfg(feature = "memory")]
     memory: Option<session_memory::MemoryStore>,
-    /// Keeps the Postgres sweeper running while any clone of the store lives.
-    #[cfg(feature = "postgres")]
-    _sweeper: Option<Arc<session_postgres::SweeperHandle>>,
+    /// Keeps the SQL store's sweeper running while any clone of the store lives.
+    #[cfg(any(feature = "postgres", feature = "mysql"))]
+    _sweeper: Option<Arc<session_core::sweeper::SweeperHandle>>,
 }
 
 impl std::fmt::Debug for AnyStore {
@@ -77,7 +77,7 @@ impl AnyStore {
             op_timeout: None,
             #[cfg(feature = "memory")]
             memory: None,
-            #[cfg(feature = "postgres")]
+            #[cfg(any(feature = "postgres", feature = "mysql"))]
             _sweeper: None,
         }
     }
@@ -90,7 +90,7 @@ impl AnyStore {
         self.memory.as_ref()
     }
 
-    /// The backend's name: `memory`, `redis`, `redis+cluster` or `postgres`.
+    /// The backend's name: `memory`, `redis`, `redis+cluster`, `postgres` or `mysql`.
     pub fn backend(&self) -> &'static str {
         self.backend
     }
@@ -112,8 +112,8 @@ impl AnyStore {
 }
 
 impl StoreConfig {
-    /// Connects the configured backend. For Postgres it also runs the
-    /// migrations and starts a sweeper that deletes expired rows every
+    /// Connects the configured backend. For Postgres and MySQL it also runs
+    /// the migrations and starts a sweeper that deletes expired rows every
     /// minute (stopped when the last clone of the store is dropped). Redis
     /// connects on first use, so an app can start before its Redis does.
     ///
@@ -168,6 +168,15 @@ async fn connect_backend(backend: &Backend) -> Result<AnyStore, ConnectError> {
         } => postgres_store(url, schema.as_deref(), table.as_deref(), *pool).await,
         #[cfg(not(feature = "postgres"))]
         Backend::Postgres { .. } => Err(ConfigError::NotCompiledIn("postgres").into()),
+        #[cfg(feature = "mysql")]
+        Backend::MySql {
+            url,
+            database,
+            table,
+            pool,
+        } => mysql_store(url, database.as_deref(), table.as_deref(), *pool).await,
+        #[cfg(not(feature = "mysql"))]
+        Backend::MySql { .. } => Err(ConfigError::NotCompiledIn("mysql").into()),
     }
 }
 
@@ -193,10 +202,10 @@ fn redis_store(
     Ok(AnyStore::new(backend, store))
 }
 
-/// How often the Postgres store's sweeper deletes expired rows, and how many at a time.
-#[cfg(feature = "postgres")]
+/// How often the SQL stores' sweeper deletes expired rows, and how many at a time.
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 const SWEEP_PERIOD: Duration = Duration::from_secs(60);
-#[cfg(feature = "postgres")]
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 const SWEEP_BATCH: u32 = 1000;
 
 #[cfg(feature = "postgres")]
@@ -232,6 +241,39 @@ async fn postgres_store(
     let sweeper = store.spawn_sweeper(SWEEP_PERIOD, SWEEP_BATCH);
     let mut any = AnyStore::new("postgres", store);
     any._sweeper = Some(Arc::new(sweeper));
+    Ok(any)
+}
+
+/// A MySQL or MariaDB store: pool, migrations, sweeper.
+#[cfg(feature = "mysql")]
+async fn mysql_store(
+    url: &str,
+    database: Option<&str>,
+    table: Option<&str>,
+    pool: Option<u32>,
+) -> Result<AnyStore, ConnectError> {
+    use session_mysql::MySqlStore;
+
+    let backend = |e: BoxError| ConnectError::Backend {
+        backend: "mysql",
+        source: e,
+    };
+    let options = match pool {
+        Some(size) => MySqlStore::pool_options().max_connections(size),
+        None => MySqlStore::pool_options(),
+    };
+    let connected = options.connect(url).await;
+    let mut builder = MySqlStore::builder(connected.map_err(|e| backend(e.into()))?);
+    builder = match (database, table) {
+        (Some(d), Some(t)) => builder.database(d).table(t),
+        (Some(d), None) => builder.database(d),
+        (None, Some(t)) => builder.table(t),
+        (None, None) => builder,
+    };
+    let store = builder.build().map_err(|e| backend(e.into()))?;
+    store.migrate().await.map_err(|e| backend(e.into()))?;
+    let mut any = AnyStore::new("mysql", store.clone());
+    any._sweeper = Some(Arc::new(store.spawn_sweeper(SWEEP_PERIOD, SWEEP_BATCH)));
     Ok(any)
 }
 

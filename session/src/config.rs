@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 /// | `redis://127.0.0.1:6379/0?pool=16&prefix=myapp:` | one Redis server |
 /// | `redis+cluster://10.0.0.1:7000,10.0.0.2:7000?prefix=myapp:` | Redis Cluster (seed nodes) |
 /// | `postgres://app@db/app?schema=sessions&table=sessions&pool=10` | Postgres |
+/// | `mysql://app:secret@db/app?table=sessions&pool=10` (or `mariadb://`) | MySQL 8 / MariaDB |
 ///
 /// Every URL also takes `timeout`, the store operation timeout of the
 /// layer (`500ms`, `2s`, or milliseconds as a bare number). Options the
@@ -97,6 +98,22 @@ pub enum Backend {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pool: Option<u32>,
     },
+    /// MySQL 8 or MariaDB.
+    #[serde(rename = "mysql")]
+    MySql {
+        /// `mysql://user[:password]@host[:port]/db[?client options]` (a
+        /// `mariadb://` URL is the same), without our options.
+        url: String,
+        /// Database of the sessions table (default: the URL's).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        database: Option<String>,
+        /// Name of the sessions table (default `sessions`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        table: Option<String>,
+        /// Connection pool size.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pool: Option<u32>,
+    },
 }
 
 /// A store URL or config that cannot be used. Each variant names the part at fault.
@@ -108,7 +125,7 @@ pub enum ConfigError {
     NotAUrl(String),
     /// A scheme no backend answers to.
     #[error(
-        "unknown store scheme `{0}` (expected memory, redis, redis+cluster, postgres or postgresql)"
+        "unknown store scheme `{0}` (expected memory, redis, redis+cluster, postgres, postgresql, mysql or mariadb)"
     )]
     UnknownScheme(String),
     /// The URL names no host where one is needed.
@@ -219,23 +236,23 @@ impl StoreConfig {
             }
             "postgres" | "postgresql" => {
                 let schema = options.take("schema", |v| Some(v.to_owned()), "an identifier")?;
-                let table = options.take("table", |v| Some(v.to_owned()), "an identifier")?;
-                let pool = options.take(
-                    "pool",
-                    |v| v.parse().ok().filter(|n| *n > 0),
-                    "a pool size from 1",
-                )?;
                 // Everything else is the Postgres client's (sslmode, application_name, ...).
-                let passthrough = options.finish("postgres", true)?;
-                check_hosts(authority(body), false)?;
-                let url = if passthrough.is_empty() {
-                    format!("{scheme}://{body}")
-                } else {
-                    format!("{scheme}://{body}?{passthrough}")
-                };
+                let (url, table, pool) = sql_backend(options, "postgres", scheme, body)?;
                 Backend::Postgres {
                     url,
                     schema,
+                    table,
+                    pool,
+                }
+            }
+            "mysql" | "mariadb" => {
+                let database = options.take("database", |v| Some(v.to_owned()), "an identifier")?;
+                // Everything else is the MySQL client's (ssl-mode, charset, ...).
+                // sqlx's driver knows only `mysql://`; MariaDB speaks the same protocol.
+                let (url, table, pool) = sql_backend(options, "mysql", "mysql", body)?;
+                Backend::MySql {
+                    url,
+                    database,
                     table,
                     pool,
                 }
@@ -247,6 +264,31 @@ impl StoreConfig {
             op_timeout_ms,
         })
     }
+}
+
+/// What the SQL backends share: their `table` and `pool` options, the
+/// client's own options passed through, and the URL (with `scheme`) that
+/// goes to the client.
+fn sql_backend(
+    mut options: Options,
+    backend: &'static str,
+    scheme: &str,
+    body: &str,
+) -> Result<(String, Option<String>, Option<u32>), ConfigError> {
+    let table = options.take("table", |v| Some(v.to_owned()), "an identifier")?;
+    let pool = options.take(
+        "pool",
+        |v| v.parse().ok().filter(|n| *n > 0),
+        "a pool size from 1",
+    )?;
+    let passthrough = options.finish(backend, true)?;
+    check_hosts(authority(body), false)?;
+    let url = if passthrough.is_empty() {
+        format!("{scheme}://{body}")
+    } else {
+        format!("{scheme}://{body}?{passthrough}")
+    };
+    Ok((url, table, pool))
 }
 
 const TIMEOUT_FORMAT: &str = "a duration like 500ms or 2s";
@@ -428,6 +470,26 @@ mod tests {
                 },
                 None,
             ),
+            (
+                "mysql://app:pw@db.internal:3307/app?database=auth&table=web_sessions&pool=8&timeout=1s",
+                Backend::MySql {
+                    url: "mysql://app:pw@db.internal:3307/app".into(),
+                    database: Some("auth".into()),
+                    table: Some("web_sessions".into()),
+                    pool: Some(8),
+                },
+                Some(1000),
+            ),
+            (
+                "mariadb://u@127.0.0.1/db?ssl-mode=disabled",
+                Backend::MySql {
+                    url: "mysql://u@127.0.0.1/db?ssl-mode=disabled".into(),
+                    database: None,
+                    table: None,
+                    pool: None,
+                },
+                None,
+            ),
         ];
         for (url, backend, timeout) in cases {
             let config = StoreConfig::from_url(url).unwrap_or_else(|e| panic!("{url}: {e}"));
@@ -453,7 +515,16 @@ mod tests {
                 "127.0.0.1:6379",
                 ConfigError::NotAUrl("127.0.0.1:6379".into()),
             ),
-            ("mysql://db/app", ConfigError::UnknownScheme("mysql".into())),
+            (
+                "sqlite://db/app",
+                ConfigError::UnknownScheme("sqlite".into()),
+            ),
+            ("mysql://u@/app", ConfigError::MissingHost),
+            ("mariadb://db:x/app", ConfigError::InvalidPort("x".into())),
+            (
+                "mysql://db/app?pool=0",
+                invalid("pool", "0", "a pool size from 1"),
+            ),
             ("rediss://host", ConfigError::UnknownScheme("rediss".into())),
             (
                 "redis://host:notaport",

@@ -25,3 +25,8 @@ pub use session_redis::{self as redis, RedisStore};
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use session_postgres::{self as postgres, PostgresStore};
+
+/// The MySQL 8 / MariaDB store (feature `mysql`).
+#[cfg(feature = "mysql")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mysql")))]
+pub use session_mysql::{self as mysql, MySqlStore};

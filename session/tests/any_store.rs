@@ -1,18 +1,19 @@
 //! The whole conformance suite (store contract and HTTP level) through
 //! `AnyStore`, on every backend, each picked by a URL as an app would.
 //!
-//! Redis and Postgres come from REDIS_URL, REDIS_CLUSTER_NODES and
-//! DATABASE_URL, which `scripts/test` sets after starting throwaway servers.
+//! Redis, Postgres and MariaDB come from REDIS_URL, REDIS_CLUSTER_NODES,
+//! DATABASE_URL and MYSQL_URL, which `scripts/test` sets after starting
+//! throwaway servers.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests
 
 mod common;
 
 // Without the backend features only `connect` is used.
 #[cfg_attr(
-    not(all(feature = "redis", feature = "postgres")),
+    not(all(feature = "redis", feature = "postgres", feature = "mysql")),
     allow(unused_imports)
 )]
-use common::{connect, database_url, env, fresh};
+use common::{connect, database_url, env, fresh, mysql_url};
 
 use session::AnyStore;
 
@@ -28,6 +29,13 @@ fn redis_cases_need_the_redis_feature() {
 #[test]
 fn postgres_cases_need_the_postgres_feature() {
     panic!("the Postgres cases need `--features postgres` (scripts/test passes --all-features)");
+}
+
+/// Without a backend's feature its cases are not compiled: say so instead.
+#[cfg(not(feature = "mysql"))]
+#[test]
+fn mysql_cases_need_the_mysql_feature() {
+    panic!("the MySQL cases need `--features mysql` (scripts/test passes --all-features)");
 }
 
 async fn memory() -> AnyStore {
@@ -50,8 +58,16 @@ async fn postgres() -> AnyStore {
     connect(&database_url(&format!("schema=any_{}&pool=32", fresh()))).await
 }
 
+#[cfg(feature = "mysql")]
+async fn mysql() -> AnyStore {
+    connect(&mysql_url(&format!("database=any_{}&pool=32", fresh()))).await
+}
+
 #[cfg(feature = "postgres")]
 session_core::conformance_tests!(prefix = postgres, async { super::postgres().await });
+
+#[cfg(feature = "mysql")]
+session_core::conformance_tests!(prefix = mysql, async { super::mysql().await });
 
 session_core::conformance_tests!(prefix = memory, async { super::memory().await });
 

@@ -1,26 +1,28 @@
 //! Concurrency soak: 200 concurrent clients each send 50 requests that read
 //! a counter and write it back plus one (`get` then `insert`, as handlers
 //! are written) over a few shared sessions, spread round-robin over 3 app
-//! instances (each with its own store client) on one Redis, and on one
-//! Postgres. Every final count is exact, one per successful request, and
+//! instances (each with its own store client) on one Redis, on one
+//! Postgres, and on one MariaDB. Every final count is exact, one per successful request, and
 //! the successful answers of a session are distinct: each saw its own
 //! predecessor.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests
 
 /// Without the backends this file tests, say so instead of compiling to nothing.
-#[cfg(not(all(feature = "redis", feature = "postgres")))]
+#[cfg(not(all(feature = "redis", feature = "postgres", feature = "mysql")))]
 #[test]
-fn soak_needs_the_redis_and_postgres_features() {
-    panic!("the soak tests need `--features redis,postgres` (scripts/test passes --all-features)");
+fn soak_needs_the_redis_postgres_and_mysql_features() {
+    panic!(
+        "the soak tests need `--features redis,postgres,mysql` (scripts/test passes --all-features)"
+    );
 }
 
 mod common;
 
-#[cfg(all(feature = "redis", feature = "postgres"))]
+#[cfg(all(feature = "redis", feature = "postgres", feature = "mysql"))]
 mod soak {
 
     use super::common;
-    use common::{connect, database_url, env, fresh};
+    use common::{connect, database_url, env, fresh, mysql_url};
 
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::{Arc, Mutex};
@@ -145,5 +147,10 @@ mod soak {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn soak_postgres_three_instances_every_count_exact() {
         soak(&database_url(&format!("schema=soak_{}&pool=16", fresh()))).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn soak_mysql_three_instances_every_count_exact() {
+        soak(&mysql_url(&format!("database=soak_{}&pool=16", fresh()))).await;
     }
 }

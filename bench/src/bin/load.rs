@@ -10,7 +10,7 @@
 //!   --warmup SECS       seconds run and discarded once all users started (default 2)
 //!   --users N           virtual users = distinct sessions (default 1000)
 //!   --rounds N          times each cell runs, alternating variants (default 1)
-//!   --backends LIST     memory,redis,postgres (default: all)
+//!   --backends LIST     memory,redis,postgres,mysql (default: all)
 //!   --mixes LIST        read,write,new,untouched (default: all)
 //!   --variants LIST     ours,tower-sessions,raw,bare (default: all that apply)
 //!   --server-threads N  tokio workers of the server (default 1)
@@ -22,7 +22,7 @@
 //!   --no-write          print the table only
 //! ```
 //!
-//! Redis needs `$REDIS_URL`, Postgres `$DATABASE_URL`; a backend whose URL is
+//! Redis needs `$REDIS_URL`, Postgres `$DATABASE_URL`, MySQL `$MYSQL_URL`; a backend whose URL is
 //! missing is skipped. The internal `serve BACKEND VARIANT` subcommand is the
 //! server process.
 
@@ -364,6 +364,18 @@ async fn store_pid(backend: Backend) -> Option<u32> {
             let _ = conn.close().await;
             sys::parent_pid(u32::try_from(backend).ok()?)
         }
+        Backend::MySql => {
+            // One server process, its connections threads: `pid_file` names it.
+            use sqlx::Connection as _;
+            let url = bench::setup::mysql_url().ok()?;
+            let mut conn = sqlx::MySqlConnection::connect(&url).await.ok()?;
+            let (file,): (String,) = sqlx::query_as("SELECT @@pid_file")
+                .fetch_one(&mut conn)
+                .await
+                .ok()?;
+            let _ = conn.close().await;
+            std::fs::read_to_string(file).ok()?.trim().parse().ok()
+        }
     }
 }
 
@@ -594,6 +606,7 @@ fn available(backend: Backend) -> bool {
         Backend::Memory => true,
         Backend::Redis => std::env::var_os("REDIS_URL").is_some(),
         Backend::Postgres => std::env::var_os("DATABASE_URL").is_some(),
+        Backend::MySql => std::env::var_os("MYSQL_URL").is_some(),
     }
 }
 

@@ -1,6 +1,6 @@
 //! The conformance suite every backend runs (feature `conformance`).
 //!
-//! Three parts:
+//! Three suites, and a driver for fault tests:
 //!
 //! - [`store`]: the [`SessionStore`](crate::SessionStore) contract call by
 //!   call: create collision, expiry enforced, compare-and-set conflict,
@@ -15,6 +15,10 @@
 //!   parallel `get`-then-`insert` requests over 3 app instances, a stale
 //!   read never committed, logouts and id changes racing writes (forced
 //!   interleavings), and the store calls of the non-conflicting path.
+//! - [`faults`]: not a suite but the load every backend's fault tests run
+//!   while they restart, kill or freeze their server, and the assertions
+//!   they share (every failure a `503` in the fault window, no hang, no
+//!   acknowledged write lost).
 //!
 //! A backend runs all of them with one macro call in a test file. The
 //! argument is an expression giving a future of a fresh store; each test
@@ -29,6 +33,7 @@
 
 #![allow(clippy::missing_panics_doc)]
 
+pub mod faults;
 pub mod http;
 pub mod serial;
 pub mod store;

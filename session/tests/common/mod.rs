@@ -32,7 +32,18 @@ pub async fn connect(url: &str) -> AnyStore {
 
 /// `DATABASE_URL` with extra query options.
 pub fn database_url(options: &str) -> String {
-    let url = env("DATABASE_URL");
+    with_options(&env("DATABASE_URL"), options)
+}
+
+/// `MYSQL_URL` with extra query options, under the `mariadb://` scheme (the
+/// facade takes both).
+pub fn mysql_url(options: &str) -> String {
+    let url = env("MYSQL_URL");
+    let url = url.replacen("mysql://", "mariadb://", 1);
+    with_options(&url, options)
+}
+
+fn with_options(url: &str, options: &str) -> String {
     let sep = if url.contains('?') { '&' } else { '?' };
     format!("{url}{sep}{options}")
 }
