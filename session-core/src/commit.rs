@@ -517,6 +517,21 @@ pub(crate) async fn call<T>(
 
 /// The length of `value` as JSON.
 pub(crate) fn json_len<T: Serialize + ?Sized>(value: &T) -> usize {
+    /// Counts the bytes written to it, keeping none.
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
     // Serializing session data (string keys, JSON values) cannot fail.
-    serde_json::to_vec(value).map_or(0, |bytes| bytes.len())
+    match serde_json::to_writer(&mut count, value) {
+        Ok(()) => count.0,
+        Err(_) => 0,
+    }
 }

@@ -153,10 +153,19 @@ impl Default for Record {
 
 /// The current time truncated to whole milliseconds, the precision records keep.
 pub fn now() -> OffsetDateTime {
-    truncate_ms(OffsetDateTime::now_utc())
+    // One calendar conversion, from the system clock's milliseconds (a
+    // clock before 1970 reads as the epoch).
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX));
+    from_unix_ms(ms)
 }
 
 fn truncate_ms(t: OffsetDateTime) -> OffsetDateTime {
+    if t.nanosecond() % 1_000_000 == 0 {
+        // Already whole milliseconds (every time `now` gives).
+        return t;
+    }
     let ms = t.unix_timestamp_nanos() / 1_000_000;
     from_unix_ms(ms as i64)
 }
