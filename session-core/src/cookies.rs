@@ -6,6 +6,7 @@
 //! another path, say), the well-formed ones are tried in order (browsers send
 //! the most specific path first) and the first that names a live session wins.
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use cookie::{Cookie, CookieJar, Key, SameSite};
@@ -36,11 +37,15 @@ pub(crate) struct CookieConfig {
     pub(crate) host_prefix: bool,
     /// Signing keys: the first signs, all verify. Empty: cookies are unsigned.
     pub(crate) keys: Vec<Key>,
+    /// The settings above rendered as `Set-Cookie` attributes (see
+    /// [`render_attributes`](Self::render_attributes)); made again by the
+    /// layer whenever a setting changes.
+    pub(crate) attributes: String,
 }
 
 impl Default for CookieConfig {
     fn default() -> Self {
-        Self {
+        let mut config = Self {
             name: crate::layer::DEFAULT_COOKIE_NAME.to_owned(),
             domain: None,
             path: "/".to_owned(),
@@ -49,7 +54,10 @@ impl Default for CookieConfig {
             same_site: SameSite::Lax,
             host_prefix: false,
             keys: Vec::new(),
-        }
+            attributes: String::new(),
+        };
+        config.attributes = config.render_attributes();
+        config
     }
 }
 
@@ -126,11 +134,31 @@ impl CookieConfig {
                     .unwrap_or_default()
             }
         };
-        let mut cookie = self.build(wire_name, value);
+        // `name=value`, then the attributes as the cookie crate renders them
+        // (`attributes`), then `Max-Age`, which it renders last: the same
+        // header, without building a `Cookie` per response.
+        let attributes = &self.attributes;
+        let mut header =
+            String::with_capacity(wire_name.len() + value.len() + attributes.len() + 24);
+        header.push_str(wire_name);
+        header.push('=');
+        header.push_str(&value);
+        header.push_str(attributes);
         if let Some(max_age) = max_age {
-            cookie.set_max_age(time::Duration::try_from(max_age).unwrap_or(time::Duration::MAX));
+            let seconds = time::Duration::try_from(max_age)
+                .unwrap_or(time::Duration::MAX)
+                .whole_seconds();
+            // Writing to a `String` cannot fail.
+            let _ = write!(header, "; Max-Age={seconds}");
         }
-        header_value(&cookie)
+        HeaderValue::try_from(header).unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+
+    /// The attributes of every `Set-Cookie` that sets the session cookie,
+    /// as the cookie crate renders them after `name=value`.
+    pub(crate) fn render_attributes(&self) -> String {
+        let rendered = self.build("x", String::new()).to_string();
+        rendered.strip_prefix("x=").unwrap_or_default().to_owned()
     }
 
     /// `Set-Cookie` that makes the browser drop the session cookie.
@@ -221,6 +249,46 @@ fn header_value(cookie: &Cookie<'_>) -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The `Set-Cookie` header made by hand is the one the cookie crate
+    /// renders, for every combination of settings.
+    #[test]
+    fn set_cookie_header_is_the_cookie_crates() {
+        let id = Id::random().unwrap();
+        for same_site in [SameSite::Lax, SameSite::Strict, SameSite::None] {
+            for (secure, http_only, host_prefix) in [
+                (true, true, false),
+                (false, false, false),
+                (true, true, true),
+                (false, true, false),
+            ] {
+                for domain in [None, Some("example.com".to_owned())] {
+                    let mut config = CookieConfig {
+                        secure,
+                        http_only,
+                        same_site,
+                        host_prefix,
+                        domain: domain.clone(),
+                        path: "/app".to_owned(),
+                        ..CookieConfig::default()
+                    };
+                    config.attributes = config.render_attributes();
+                    let name = config.wire_name();
+                    for max_age in [None, Some(Duration::from_secs(90 * 86_400))] {
+                        let mut cookie = config.build(&name, id.encode());
+                        if let Some(max_age) = max_age {
+                            cookie.set_max_age(time::Duration::try_from(max_age).unwrap());
+                        }
+                        assert_eq!(
+                            config.set(&name, &id, max_age),
+                            header_value(&cookie),
+                            "{same_site:?} {secure} {http_only} {host_prefix} {domain:?} {max_age:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 
     fn headers(values: &[&[u8]]) -> HeaderMap {
         let mut map = HeaderMap::new();

@@ -219,6 +219,7 @@ impl SessionLayer {
         let config = Arc::make_mut(&mut self.config);
         f(config);
         config.wire_name = config.cookie.wire_name();
+        config.cookie.attributes = config.cookie.render_attributes();
         self
     }
 
