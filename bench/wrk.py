@@ -13,7 +13,11 @@ median of the rounds and the spread (min-max).
     cargo build --release -p bench --bin load
     python3 bench/wrk.py [--rounds 3] [--duration 8] [--threads 1|default]
         [--backends memory,redis,postgres] [--mixes untouched,read,write,new]
-        [--variants ours,tower-sessions,raw,bare] [--bin LABEL=PATH ...]
+        [--variants ours,tower-sessions,tower-sessions-memory,raw,bare]
+        [--bin LABEL=PATH ...]
+
+On memory, `tower-sessions` is tower-sessions over its moka store and
+`tower-sessions-memory` over its own `MemoryStore`.
 
 `--bin` adds builds to compare (say, before and after a change); the
 default is `ours=target/release/load`. Redis needs `$REDIS_URL`, Postgres
@@ -34,7 +38,7 @@ import time
 
 MIXES = {"untouched": "/untouched", "read": "/read", "write": "/write", "new": "/write"}
 VARIANTS = {
-    "memory": ["ours", "tower-sessions", "bare"],
+    "memory": ["ours", "tower-sessions-memory", "tower-sessions", "raw", "bare"],
     "redis": ["ours", "tower-sessions", "raw", "bare"],
     "postgres": ["ours", "tower-sessions", "bare"],
 }

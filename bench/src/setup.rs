@@ -26,8 +26,11 @@ pub enum Backend {
 pub enum Variant {
     /// `session_core::SessionLayer` over our store for the backend.
     Ours,
-    /// tower-sessions 0.14 over its store for the backend.
+    /// tower-sessions 0.14 over its store for the backend (on memory, its
+    /// moka store, `tower-sessions-moka-store`).
     TowerSessions,
+    /// tower-sessions 0.14 over its own `MemoryStore` (memory only).
+    TowerSessionsMemory,
     /// Hand-written store commands, no session library ([`raw`]).
     Raw,
     /// No session layer at all.
@@ -72,9 +75,10 @@ impl Backend {
 
 impl Variant {
     /// Every variant, in report order.
-    pub const ALL: [Variant; 4] = [
+    pub const ALL: [Variant; 5] = [
         Variant::Ours,
         Variant::TowerSessions,
+        Variant::TowerSessionsMemory,
         Variant::Raw,
         Variant::Bare,
     ];
@@ -84,6 +88,7 @@ impl Variant {
         match self {
             Self::Ours => "ours",
             Self::TowerSessions => "tower-sessions",
+            Self::TowerSessionsMemory => "tower-sessions-memory",
             Self::Raw => "raw",
             Self::Bare => "bare",
         }
@@ -120,7 +125,11 @@ impl FromStr for Variant {
         Self::ALL
             .into_iter()
             .find(|v| v.name() == s)
-            .ok_or_else(|| format!("unknown variant {s:?} (ours, tower-sessions, raw, bare)"))
+            .ok_or_else(|| {
+                format!(
+                    "unknown variant {s:?} (ours, tower-sessions, tower-sessions-memory, raw, bare)"
+                )
+            })
     }
 }
 
@@ -203,6 +212,12 @@ pub async fn build(backend: Backend, variant: Variant) -> Result<Router, BoxErro
         (Backend::Memory, Variant::TowerSessions) => app::tower_sessions(
             tower_sessions_moka_store::MokaStore::new(Some(session_memory::DEFAULT_CAPACITY)),
         ),
+        (Backend::Memory, Variant::TowerSessionsMemory) => {
+            app::tower_sessions(tower_sessions::MemoryStore::default())
+        }
+        (_, Variant::TowerSessionsMemory) => {
+            return Err("tower-sessions-memory is a variant of the memory backend only".into());
+        }
         (Backend::Memory, Variant::Raw) => {
             raw::app(raw::Raw::memory(session_memory::DEFAULT_CAPACITY))
         }

@@ -4,10 +4,13 @@
 //!
 //! ```text
 //! valgrind --tool=callgrind --callgrind-out-file=/dev/null \
-//!     target/release/instructions ROUTE N [refuse]   # ROUTE: untouched, read, write, new
+//!     target/release/instructions ROUTE N [VARIANT]
 //! ```
 //!
-//! Subtract a run with N = 0 (set-up only) and divide by N.
+//! ROUTE: untouched, read, write, new. VARIANT: `ours` (the default),
+//! `refuse` (ours with `ConflictPolicy::Refuse`), or any other variant of
+//! the memory backend (`tower-sessions-memory`, `tower-sessions`, `raw`,
+//! `bare`). Subtract a run with N = 0 (set-up only) and divide by N.
 
 use axum::body::Body;
 use http::Request;
@@ -22,25 +25,25 @@ fn main() -> Result<(), bench::BoxError> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let layer = bench::app::ours_layer(session_memory::MemoryStore::default());
-        let app = bench::app::ours_with(if args.next().as_deref() == Some("refuse") {
-            layer.conflict_policy(session_core::ConflictPolicy::Refuse)
-        } else {
-            layer
-        });
+        let app = match args.next().as_deref() {
+            None | Some("ours") => bench::app::ours(session_memory::MemoryStore::default()),
+            Some("refuse") => bench::app::ours_with(
+                bench::app::ours_layer(session_memory::MemoryStore::default())
+                    .conflict_policy(session_core::ConflictPolicy::Refuse),
+            ),
+            Some(variant) => {
+                bench::setup::build(bench::setup::Backend::Memory, variant.parse()?).await?
+            }
+        };
         let first = app
             .clone()
             .oneshot(Request::get("/write").body(Body::empty())?)
             .await?;
-        let cookie = first
-            .headers()
-            .get(SET_COOKIE)
-            .ok_or("no cookie")?
-            .to_str()?
-            .split(';')
-            .next()
-            .ok_or("no pair")?
-            .to_owned();
+        // `bare` sets no cookie: its requests carry one of the same size.
+        let cookie = match first.headers().get(SET_COOKIE) {
+            Some(set) => set.to_str()?.split(';').next().ok_or("no pair")?.to_owned(),
+            None => "session=AAAAAAAAAAAAAAAAAAAAAA".to_owned(),
+        };
         let (path, with_cookie) = match route.as_str() {
             "untouched" => ("/untouched", true),
             "read" => ("/read", true),
