@@ -12,7 +12,7 @@ median of the rounds and the spread (min-max).
 
     cargo build --release -p bench --bin load
     python3 bench/wrk.py [--rounds 3] [--duration 8] [--threads 1|default]
-        [--backends memory,redis,postgres] [--mixes untouched,read,write,new]
+        [--backends memory,redis,postgres,mysql] [--mixes untouched,read,write,new]
         [--variants ours,tower-sessions,tower-sessions-memory,raw,bare]
         [--bin LABEL=PATH ...]
 
@@ -21,7 +21,7 @@ On memory, `tower-sessions` is tower-sessions over its moka store and
 
 `--bin` adds builds to compare (say, before and after a change); the
 default is `ours=target/release/load`. Redis needs `$REDIS_URL`, Postgres
-`$DATABASE_URL`. A cell that gets any non-2xx answer fails the run.
+`$DATABASE_URL`, MySQL/MariaDB `$MYSQL_URL`. A cell that gets any non-2xx answer fails the run.
 Needs `wrk` and `taskset` (Debian packages `wrk`, `util-linux`).
 """
 
@@ -41,6 +41,7 @@ VARIANTS = {
     "memory": ["ours", "tower-sessions-memory", "tower-sessions", "raw", "bare"],
     "redis": ["ours", "tower-sessions", "raw", "bare"],
     "postgres": ["ours", "tower-sessions", "bare"],
+    "mysql": ["ours", "tower-sessions", "raw", "bare"],
 }
 
 
