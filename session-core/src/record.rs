@@ -157,12 +157,14 @@ pub fn now() -> OffsetDateTime {
     // clock before 1970 reads as the epoch).
     let ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX));
+        .map_or(0, |since| {
+            i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+        });
     from_unix_ms(ms)
 }
 
 fn truncate_ms(t: OffsetDateTime) -> OffsetDateTime {
-    if t.nanosecond() % 1_000_000 == 0 {
+    if t.nanosecond().is_multiple_of(1_000_000) {
         // Already whole milliseconds (every time `now` gives).
         return t;
     }
