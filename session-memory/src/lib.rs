@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use moka::Expiry as CacheExpiry;
 use moka::future::Cache;
-use moka::ops::compute::{CompResult, Op};
+use moka::ops::compute::Op;
 use moka::policy::EvictionPolicy;
 use serde_json::Value;
 use session_core::record::now;
@@ -22,6 +22,11 @@ use tokio::sync::Notify;
 
 pub use moka;
 
+/// Stripes of the per-key locks every change of a session is made under
+/// (moka's own per-key `and_compute_with` cost about 13 000 instructions a
+/// call; a stripe lock and a plain `get` and `insert` about half that).
+const KEY_LOCKS: usize = 4096;
+
 /// Sessions a [`MemoryStore::new`] store holds at most.
 pub const DEFAULT_CAPACITY: u64 = 1_000_000;
 
@@ -30,8 +35,11 @@ pub const DEFAULT_CAPACITY: u64 = 1_000_000;
 /// Each record expires by itself at its own deadline (moka's per-entry
 /// expiry); the cache holds at most its capacity, evicting the least useful
 /// sessions first when full. Records are copied in and out: a handler never
-/// mutates a stored value in place. `create` and the compare-and-set `save`
-/// are atomic through moka's per-key `and_compute_with`.
+/// mutates a stored value in place. Every change of a session (`create`, the
+/// compare-and-set `save`, `touch`, deletes) is decided and made under the
+/// key's lock, one of 4096 striped async locks: two sessions on one stripe
+/// take turns for the few hundred nanoseconds of a change (and, while a
+/// drain copies one of them, for the copy's round trip to the target).
 ///
 /// Cloning is cheap and clones share the sessions.
 ///
@@ -48,6 +56,8 @@ pub const DEFAULT_CAPACITY: u64 = 1_000_000;
 #[derive(Clone)]
 pub struct MemoryStore {
     cache: Cache<StoreKey, Arc<Stored>>,
+    /// Per-key locks, striped: see [`MemoryStore::compute`].
+    locks: Arc<[tokio::sync::Mutex<()>]>,
     index: Arc<Mutex<PrincipalIndex>>,
     drain: Arc<Drain>,
 }
@@ -199,8 +209,8 @@ impl std::ops::Deref for Stored {
 /// Keys per principal.
 ///
 /// Invariant: every live record with a principal has its key under that
-/// principal here. Keys are only ever added or removed inside the record's
-/// own `and_compute_with` (moka's per-key lock), so the index cannot miss a
+/// principal here. Keys are only ever added or removed under the record's
+/// key lock ([`MemoryStore::compute`]), so the index cannot miss a
 /// write racing with a removal. Keys of records that expired or were evicted
 /// stay until pruned (when listed, and whenever the index has grown past
 /// twice the live sessions), again under the record's lock.
@@ -337,6 +347,9 @@ impl MemoryStore {
                 .eviction_policy(EvictionPolicy::lru())
                 .expire_after(RecordDeadline)
                 .build(),
+            locks: (0..KEY_LOCKS)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
             index: Arc::default(),
             drain: Arc::default(),
         }
@@ -489,41 +502,35 @@ impl MemoryStore {
         let Some(target) = self.drain.target() else {
             return Ok(HandOver::Absent);
         };
-        let mut outcome = HandOver::Absent;
-        let decided = &mut outcome;
-        let result = self
-            .cache
-            .entry_by_ref(key)
-            .and_try_compute_with(|entry| async move {
-                // Under the key's lock: no call on this key runs until the
-                // copy is made and the record removed here.
-                let Some(stored) = live(entry.as_ref(), now()) else {
-                    return Ok(Op::Nop);
-                };
-                let record = stored.record();
-                *decided = if target.create(key, &record).await? {
-                    HandOver::Moved
-                } else {
-                    match target.load(key).await? {
-                        // An earlier copy of ours whose removal here never
-                        // happened: moved all the same.
-                        Some(there) if there == record => HandOver::Moved,
-                        Some(_) => HandOver::Skipped,
-                        // Refused without a live record there (a store may
-                        // block a key for a while): ours stays.
-                        None => HandOver::Refused,
-                    }
-                };
-                if *decided == HandOver::Refused {
-                    return Ok(Op::Nop);
-                }
-                if let Some(p) = &stored.principal {
-                    self.index().remove(p, key);
-                }
-                Ok::<_, StoreError>(Op::Remove)
-            })
-            .await?;
-        let removed = matches!(result, CompResult::Removed(_));
+        // Under the key's lock: no call on this key runs until the copy is
+        // made and the record removed here.
+        let _turn = self.lock(key).await;
+        let current = self.cache.get(key).await;
+        let Some(stored) = live(current.as_ref(), now()) else {
+            return Ok(HandOver::Absent);
+        };
+        let record = stored.record();
+        let outcome = if target.create(key, &record).await? {
+            HandOver::Moved
+        } else {
+            match target.load(key).await? {
+                // An earlier copy of ours whose removal here never
+                // happened: moved all the same.
+                Some(there) if there == record => HandOver::Moved,
+                Some(_) => HandOver::Skipped,
+                // Refused without a live record there (a store may
+                // block a key for a while): ours stays.
+                None => HandOver::Refused,
+            }
+        };
+        let mut removed = false;
+        if outcome != HandOver::Refused {
+            if let Some(p) = &stored.principal {
+                self.index().remove(p, key);
+            }
+            self.cache.invalidate(key).await;
+            removed = true;
+        }
         match outcome {
             HandOver::Moved if removed => {
                 self.drain.moved.fetch_add(1, Ordering::SeqCst);
@@ -534,6 +541,43 @@ impl MemoryStore {
             _ => {}
         }
         Ok(outcome)
+    }
+
+    /// The lock every change of `key` is made under (one of
+    /// [`KEY_LOCKS`] stripes; store keys are uniformly random, so their
+    /// first characters spread them evenly).
+    async fn lock(&self, key: &StoreKey) -> tokio::sync::MutexGuard<'_, ()> {
+        let mut bytes = [0u8; 8];
+        for (to, from) in bytes.iter_mut().zip(key.as_str().bytes()) {
+            *to = from;
+        }
+        // Mixed by a multiplication; the top bits pick the stripe.
+        let hash = u64::from_le_bytes(bytes).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let stripe = usize::try_from(hash >> 52).unwrap_or(0) % self.locks.len();
+        self.locks[stripe].lock().await
+    }
+
+    /// Decides what to do with `key`'s current entry (`None` when absent or
+    /// expired) under the key's lock, and does it: the one way this store
+    /// changes a key, so that a decision and its write are atomic.
+    async fn compute(
+        &self,
+        key: &StoreKey,
+        decide: impl FnOnce(Option<&Arc<Stored>>) -> Op<Arc<Stored>>,
+    ) -> Applied {
+        let _turn = self.lock(key).await;
+        let current = self.cache.get(key).await;
+        match decide(current.as_ref()) {
+            Op::Nop => Applied::Nothing,
+            Op::Put(stored) => {
+                self.cache.insert(key.clone(), stored).await;
+                Applied::Put
+            }
+            Op::Remove => {
+                self.cache.invalidate(key).await;
+                Applied::Removed
+            }
+        }
     }
 
     fn index(&self) -> MutexGuard<'_, PrincipalIndex> {
@@ -547,23 +591,18 @@ impl MemoryStore {
     /// While draining it never removes (records only leave by being handed over).
     async fn remove_if(&self, key: &StoreKey, pred: impl FnOnce(&Record) -> bool) -> bool {
         let result = self
-            .cache
-            .entry_by_ref(key)
-            .and_compute_with(|entry| {
-                let op = match entry.as_ref().map(|e| &**e.value()) {
-                    _ if self.drain.target().is_some() => Op::Nop,
-                    Some(record) if !record.is_expired(now()) && pred(record) => {
-                        if let Some(p) = &record.principal {
-                            self.index().remove(p, key);
-                        }
-                        Op::Remove
+            .compute(key, |entry| match entry.map(|e| &**e) {
+                _ if self.drain.target().is_some() => Op::Nop,
+                Some(record) if !record.is_expired(now()) && pred(record) => {
+                    if let Some(p) = &record.principal {
+                        self.index().remove(p, key);
                     }
-                    _ => Op::Nop,
-                };
-                std::future::ready(op)
+                    Op::Remove
+                }
+                _ => Op::Nop,
             })
             .await;
-        matches!(result, CompResult::Removed(_))
+        result == Applied::Removed
     }
 
     /// Removes the live record under `key` from memory if `pred` holds,
@@ -575,43 +614,36 @@ impl MemoryStore {
         pred: impl FnOnce(&Record) -> bool,
     ) -> DeleteOutcome {
         let mut outcome = DeleteOutcome::Gone;
-        self.cache
-            .entry_by_ref(key)
-            .and_compute_with(|entry| {
-                let op = match live(entry.as_ref(), now()) {
-                    None => Op::Nop,
-                    Some(record) if !pred(record) => {
-                        outcome = DeleteOutcome::Conflict;
-                        Op::Nop
-                    }
-                    Some(record) => {
-                        outcome = DeleteOutcome::Deleted;
-                        if let Some(p) = &record.principal {
-                            self.index().remove(p, key);
-                        }
-                        Op::Remove
-                    }
-                };
-                std::future::ready(op)
-            })
-            .await;
+        self.compute(key, |entry| match live(entry, now()) {
+            None => Op::Nop,
+            Some(record) if !pred(record) => {
+                outcome = DeleteOutcome::Conflict;
+                Op::Nop
+            }
+            Some(record) => {
+                outcome = DeleteOutcome::Deleted;
+                if let Some(p) = &record.principal {
+                    self.index().remove(p, key);
+                }
+                Op::Remove
+            }
+        })
+        .await;
         outcome
     }
 
     /// Drops `key` from `principal`'s set unless its record is live and
     /// still belongs to `principal`; decided under the key's lock.
     async fn prune_key(&self, principal: &str, key: &StoreKey) {
-        self.cache
-            .entry_by_ref(key)
-            .and_compute_with(|entry| {
-                let keep = live(entry.as_ref(), now())
-                    .is_some_and(|r| r.principal.as_deref() == Some(principal));
-                if !keep {
-                    self.index().remove(principal, key);
-                }
-                std::future::ready(Op::Nop)
-            })
-            .await;
+        self.compute(key, |entry| {
+            let keep =
+                live(entry, now()).is_some_and(|r| r.principal.as_deref() == Some(principal));
+            if !keep {
+                self.index().remove(principal, key);
+            }
+            Op::Nop
+        })
+        .await;
     }
 
     /// Prunes the whole index once it has grown past twice the live sessions.
@@ -646,11 +678,16 @@ fn refused() -> StoreError {
     StoreError::backend("the drain's target refused this session for now; try again")
 }
 
-fn live(
-    entry: Option<&moka::Entry<StoreKey, Arc<Stored>>>,
-    now: OffsetDateTime,
-) -> Option<&Stored> {
-    entry.map(|e| &**e.value()).filter(|r| !r.is_expired(now))
+fn live(entry: Option<&Arc<Stored>>, now: OffsetDateTime) -> Option<&Stored> {
+    entry.map(|e| &**e).filter(|r| !r.is_expired(now))
+}
+
+/// What [`MemoryStore::compute`] did.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Applied {
+    Nothing,
+    Put,
+    Removed,
 }
 
 impl MemoryStore {
@@ -677,26 +714,18 @@ impl SessionStore for MemoryStore {
         }
         let new = Arc::new(Stored::new(record));
         let result = self
-            .cache
-            .entry_by_ref(key)
-            .and_compute_with(|entry| {
-                let op = match live(entry.as_ref(), now()) {
-                    Some(_) => Op::Nop,
-                    None => {
-                        let old = entry.as_ref().and_then(|e| e.value().principal.clone());
-                        self.index()
-                            .update(key, old.as_deref(), new.principal.as_deref());
-                        Op::Put(new)
-                    }
-                };
-                std::future::ready(op)
+            .compute(key, |entry| match live(entry, now()) {
+                Some(_) => Op::Nop,
+                None => {
+                    let old = entry.and_then(|e| e.principal.clone());
+                    self.index()
+                        .update(key, old.as_deref(), new.principal.as_deref());
+                    Op::Put(new)
+                }
             })
             .await;
         drop(creating);
-        let created = matches!(
-            result,
-            CompResult::Inserted(_) | CompResult::ReplacedWith(_)
-        );
+        let created = result == Applied::Put;
         if created {
             self.prune_if_grown().await;
         }
@@ -725,34 +754,31 @@ impl SessionStore for MemoryStore {
         let new = Arc::new(Stored::new(record));
         let mut outcome = SaveOutcome::Gone;
         let mut forward = false;
-        self.cache
-            .entry_by_ref(key)
-            .and_compute_with(|entry| {
-                // Decided under the key's lock, so a save cannot reach
-                // memory after the key was handed over.
-                let op = match live(entry.as_ref(), now()) {
-                    _ if self.drain.target().is_some() => {
-                        forward = true;
-                        Op::Nop
-                    }
-                    None => Op::Nop,
-                    Some(current) if current.version != expected_version => {
-                        outcome = SaveOutcome::Conflict;
-                        Op::Nop
-                    }
-                    Some(current) => {
-                        outcome = SaveOutcome::Saved;
-                        self.index().update(
-                            key,
-                            current.principal.as_deref(),
-                            new.principal.as_deref(),
-                        );
-                        Op::Put(new)
-                    }
-                };
-                std::future::ready(op)
-            })
-            .await;
+        self.compute(key, |entry| {
+            // Decided under the key's lock, so a save cannot reach
+            // memory after the key was handed over.
+            match live(entry, now()) {
+                _ if self.drain.target().is_some() => {
+                    forward = true;
+                    Op::Nop
+                }
+                None => Op::Nop,
+                Some(current) if current.version != expected_version => {
+                    outcome = SaveOutcome::Conflict;
+                    Op::Nop
+                }
+                Some(current) => {
+                    outcome = SaveOutcome::Saved;
+                    self.index().update(
+                        key,
+                        current.principal.as_deref(),
+                        new.principal.as_deref(),
+                    );
+                    Op::Put(new)
+                }
+            }
+        })
+        .await;
         if forward {
             return match self.forward(key).await? {
                 (_, HandOver::Refused) => Err(refused()),
@@ -770,35 +796,32 @@ impl SessionStore for MemoryStore {
     ) -> Result<bool, StoreError> {
         let mut touched = false;
         let mut forward = false;
-        self.cache
-            .entry_by_ref(key)
-            .and_compute_with(|entry| {
-                let now = now();
-                let op = match live(entry.as_ref(), now) {
-                    _ if self.drain.target().is_some() => {
-                        forward = true;
-                        Op::Nop
-                    }
-                    None => Op::Nop,
-                    Some(current) if current.version != expected_version => Op::Nop,
-                    Some(current) => {
-                        touched = true;
-                        let mut meta = current.meta.clone();
-                        meta.last_access = now;
-                        // Only ever later (a parallel save may have set a
-                        // longer idle timeout), never past the absolute deadline.
-                        meta.idle_deadline = idle_deadline
-                            .max(current.idle_deadline)
-                            .min(meta.absolute_deadline);
-                        Op::Put(Arc::new(Stored {
-                            meta,
-                            data: current.data.clone(),
-                        }))
-                    }
-                };
-                std::future::ready(op)
-            })
-            .await;
+        self.compute(key, |entry| {
+            let now = now();
+            match live(entry, now) {
+                _ if self.drain.target().is_some() => {
+                    forward = true;
+                    Op::Nop
+                }
+                None => Op::Nop,
+                Some(current) if current.version != expected_version => Op::Nop,
+                Some(current) => {
+                    touched = true;
+                    let mut meta = current.meta.clone();
+                    meta.last_access = now;
+                    // Only ever later (a parallel save may have set a
+                    // longer idle timeout), never past the absolute deadline.
+                    meta.idle_deadline = idle_deadline
+                        .max(current.idle_deadline)
+                        .min(meta.absolute_deadline);
+                    Op::Put(Arc::new(Stored {
+                        meta,
+                        data: current.data.clone(),
+                    }))
+                }
+            }
+        })
+        .await;
         if forward {
             return match self.forward(key).await? {
                 (_, HandOver::Refused) => Err(refused()),
@@ -812,25 +835,20 @@ impl SessionStore for MemoryStore {
         // Through the key's lock like every write, so a save or touch that
         // already read the record cannot put it back after this.
         let mut forward = false;
-        self.cache
-            .entry_by_ref(key)
-            .and_compute_with(|entry| {
-                let op = match entry.as_ref().map(|e| &**e.value()) {
-                    _ if self.drain.target().is_some() => {
-                        forward = true;
-                        Op::Nop
-                    }
-                    Some(record) => {
-                        if let Some(p) = &record.principal {
-                            self.index().remove(p, key);
-                        }
-                        Op::Remove
-                    }
-                    None => Op::Nop,
-                };
-                std::future::ready(op)
-            })
-            .await;
+        self.compute(key, |entry| match entry.map(|e| &**e) {
+            _ if self.drain.target().is_some() => {
+                forward = true;
+                Op::Nop
+            }
+            Some(record) => {
+                if let Some(p) = &record.principal {
+                    self.index().remove(p, key);
+                }
+                Op::Remove
+            }
+            None => Op::Nop,
+        })
+        .await;
         if forward {
             // Handed over first, then deleted there: a copy the drain is
             // making right now cannot outlive this logout.
@@ -850,30 +868,25 @@ impl SessionStore for MemoryStore {
     ) -> Result<DeleteOutcome, StoreError> {
         let mut outcome = DeleteOutcome::Gone;
         let mut forward = false;
-        self.cache
-            .entry_by_ref(key)
-            .and_compute_with(|entry| {
-                let op = match live(entry.as_ref(), now()) {
-                    _ if self.drain.target().is_some() => {
-                        forward = true;
-                        Op::Nop
-                    }
-                    None => Op::Nop,
-                    Some(current) if current.version != expected_version => {
-                        outcome = DeleteOutcome::Conflict;
-                        Op::Nop
-                    }
-                    Some(current) => {
-                        outcome = DeleteOutcome::Deleted;
-                        if let Some(p) = &current.principal {
-                            self.index().remove(p, key);
-                        }
-                        Op::Remove
-                    }
-                };
-                std::future::ready(op)
-            })
-            .await;
+        self.compute(key, |entry| match live(entry, now()) {
+            _ if self.drain.target().is_some() => {
+                forward = true;
+                Op::Nop
+            }
+            None => Op::Nop,
+            Some(current) if current.version != expected_version => {
+                outcome = DeleteOutcome::Conflict;
+                Op::Nop
+            }
+            Some(current) => {
+                outcome = DeleteOutcome::Deleted;
+                if let Some(p) = &current.principal {
+                    self.index().remove(p, key);
+                }
+                Op::Remove
+            }
+        })
+        .await;
         if forward {
             let (target, handed) = self.forward(key).await?;
             if handed == HandOver::Refused {
