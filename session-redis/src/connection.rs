@@ -14,25 +14,78 @@
 //! timeout), every slot is emptied: the next calls check connections out of
 //! the pool again, whose health check replaces dead ones. That is how the
 //! store serves again after a Redis restart without an application restart.
+//!
+//! Behind Redis Sentinel there is no pool: a checkout asks the sentinels
+//! for the current primary, checks its `ROLE`, and connects to it. Slots are
+//! emptied on the same failures, and also when the server answers
+//! `READONLY` (it has been demoted to a replica), so the next checkout finds
+//! the promoted one.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use deadpool_redis::redis::aio::{ConnectionLike, MultiplexedConnection};
 use deadpool_redis::redis::cluster_async::ClusterConnection;
-use deadpool_redis::redis::{self, ErrorKind, RedisError, RedisFuture};
+use deadpool_redis::redis::sentinel::SentinelClient;
+use deadpool_redis::redis::{self, AsyncConnectionConfig, ErrorKind, RedisError, RedisFuture};
 use session_core::StoreError;
 
-/// The pool connections come from: a standalone server or a cluster.
+/// The pool connections come from: a standalone server, a primary found
+/// through Redis Sentinel, or a cluster.
 #[derive(Clone)]
 pub(crate) enum Pool {
     Single(deadpool_redis::Pool),
+    Sentinel(Arc<Sentinel>),
     Cluster(deadpool_redis::cluster::Pool),
+}
+
+/// The sentinels of one primary, and how to connect to it.
+pub(crate) struct Sentinel {
+    /// Caches its connections to the sentinels; its lookups take `&mut`.
+    client: tokio::sync::Mutex<SentinelClient>,
+    connection: AsyncConnectionConfig,
+    /// Bounds a whole lookup: sentinels asked, the primary's `ROLE` checked
+    /// (a frozen primary accepts TCP connections but answers nothing), and
+    /// the connection made.
+    lookup_timeout: Duration,
+}
+
+impl Sentinel {
+    pub(crate) fn new(
+        client: SentinelClient,
+        connection: AsyncConnectionConfig,
+        lookup_timeout: Duration,
+    ) -> Self {
+        Self {
+            client: tokio::sync::Mutex::new(client),
+            connection,
+            lookup_timeout,
+        }
+    }
+
+    async fn connect(&self) -> Result<MultiplexedConnection, StoreError> {
+        let lookup = async {
+            let mut client = self.client.lock().await;
+            client
+                .get_async_connection_with_config(&self.connection)
+                .await
+        };
+        match tokio::time::timeout(self.lookup_timeout, lookup).await {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(error)) => Err(StoreError::backend(error)),
+            Err(_) => Err(StoreError::Timeout(self.lookup_timeout)),
+        }
+    }
 }
 
 impl Pool {
     pub(crate) fn is_cluster(&self) -> bool {
         matches!(self, Self::Cluster(_))
+    }
+
+    pub(crate) fn is_sentinel(&self) -> bool {
+        matches!(self, Self::Sentinel(_))
     }
 
     async fn checkout(&self) -> Result<Conn, StoreError> {
@@ -42,6 +95,7 @@ impl Pool {
                 let object = pool.get().await.map_err(StoreError::backend)?;
                 Conn::Single(MultiplexedConnection::clone(&object))
             }
+            Self::Sentinel(sentinel) => Conn::Single(sentinel.connect().await?),
             Self::Cluster(pool) => {
                 let object = pool.get().await.map_err(StoreError::backend)?;
                 Conn::Cluster(ClusterConnection::clone(&object))
@@ -122,15 +176,30 @@ impl Connections {
     }
 
     /// Maps a command's error to a store error, first emptying every slot if
-    /// the connection itself failed (a server error reply leaves it usable).
+    /// the connection itself failed (a server error reply leaves it usable)
+    /// or the server is no primary any more (`READONLY`).
     pub(crate) fn failed(&self, error: RedisError) -> StoreError {
-        if !matches!(error.kind(), ErrorKind::Server(_)) {
-            for slot in &self.slots {
-                lock(slot).take();
-            }
+        if !matches!(error.kind(), ErrorKind::Server(_)) || is_readonly(&error) {
+            self.drop_all();
         }
         StoreError::backend(error)
     }
+
+    /// Empties every slot: the next calls check connections out anew.
+    pub(crate) fn drop_all(&self) {
+        for slot in &self.slots {
+            lock(slot).take();
+        }
+    }
+}
+
+/// The server refused a write because it is a replica: a primary demoted
+/// by a failover. Nothing was written: on a replica every write command
+/// fails, inside a script too, so a script that answered `READONLY` changed
+/// nothing (our scripts write only after their reads), and retrying it on
+/// the new primary is safe.
+pub(crate) fn is_readonly(error: &RedisError) -> bool {
+    error.code() == Some("READONLY")
 }
 
 fn lock(slot: &Mutex<Option<Conn>>) -> std::sync::MutexGuard<'_, Option<Conn>> {
