@@ -4,10 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_redis::Runtime;
-use deadpool_redis::redis::sentinel::{
-    SentinelClient, SentinelNodeConnectionInfo, SentinelServerType,
-};
-use deadpool_redis::redis::{AsyncConnectionConfig, RedisError};
+use deadpool_redis::redis::{self, AsyncConnectionConfig, RedisError};
 
 use crate::RedisStore;
 use crate::connection::{Pool, Sentinel};
@@ -406,16 +403,19 @@ impl RedisStoreBuilder {
                 let connection = AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(self.connect_timeout))
                     .set_response_timeout(Some(self.response_timeout));
-                let client = SentinelClient::build(
-                    sentinels.iter().map(String::as_str).collect(),
-                    master.clone(),
-                    Some(SentinelNodeConnectionInfo::default()),
-                    SentinelServerType::Master,
-                )
-                .map_err(BuildError::Url)?;
-                // Asking a sentinel, checking the primary's ROLE, connecting.
+                let clients = sentinels
+                    .iter()
+                    .map(|url| redis::Client::open(url.as_str()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(BuildError::Url)?;
+                // Asking the sentinels, checking the primary's ROLE, connecting.
                 let lookup = self.connect_timeout + self.response_timeout;
-                Pool::Sentinel(Arc::new(Sentinel::new(client, connection, lookup)))
+                Pool::Sentinel(Arc::new(Sentinel::new(
+                    clients,
+                    master.clone(),
+                    connection,
+                    lookup,
+                )))
             }
             Target::Single(ref url) => {
                 let connection = AsyncConnectionConfig::new()

@@ -16,18 +16,19 @@
 //! store serves again after a Redis restart without an application restart.
 //!
 //! Behind Redis Sentinel there is no pool: a checkout asks the sentinels
-//! for the current primary, checks its `ROLE`, and connects to it. Slots are
+//! for the current primary (see `Sentinel::connect`), checks its `ROLE`,
+//! and connects to it. Slots are
 //! emptied on the same failures, and also when the server answers
 //! `READONLY` (it has been demoted to a replica), so the next checkout finds
 //! the promoted one.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use deadpool_redis::redis::aio::{ConnectionLike, MultiplexedConnection};
 use deadpool_redis::redis::cluster_async::ClusterConnection;
-use deadpool_redis::redis::sentinel::SentinelClient;
 use deadpool_redis::redis::{self, AsyncConnectionConfig, ErrorKind, RedisError, RedisFuture};
 use session_core::StoreError;
 
@@ -42,8 +43,10 @@ pub(crate) enum Pool {
 
 /// The sentinels of one primary, and how to connect to it.
 pub(crate) struct Sentinel {
-    /// Caches its connections to the sentinels; its lookups take `&mut`.
-    client: tokio::sync::Mutex<SentinelClient>,
+    sentinels: Vec<redis::Client>,
+    /// A connection to each sentinel, kept between lookups.
+    cached: Vec<Mutex<Option<MultiplexedConnection>>>,
+    master: String,
     connection: AsyncConnectionConfig,
     /// Bounds a whole lookup: sentinels asked, the primary's `ROLE` checked
     /// (a frozen primary accepts TCP connections but answers nothing), and
@@ -51,31 +54,124 @@ pub(crate) struct Sentinel {
     lookup_timeout: Duration,
 }
 
+/// A lookup found no primary to connect to.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LookupError {
+    #[error("no sentinel named a primary for `{0}`")]
+    NoPrimary(String),
+    #[error("the server the sentinels name as `{0}`'s primary is not one (yet)")]
+    NotPrimary(String),
+    #[error("looking up the primary took longer than {0:?}")]
+    Timeout(Duration),
+}
+
 impl Sentinel {
     pub(crate) fn new(
-        client: SentinelClient,
+        sentinels: Vec<redis::Client>,
+        master: String,
         connection: AsyncConnectionConfig,
         lookup_timeout: Duration,
     ) -> Self {
         Self {
-            client: tokio::sync::Mutex::new(client),
+            cached: sentinels.iter().map(|_| Mutex::new(None)).collect(),
+            sentinels,
+            master,
             connection,
             lookup_timeout,
         }
     }
 
+    /// Asks every sentinel at once which server is the primary and trusts
+    /// the answer of the highest `config-epoch`: each failover raises the
+    /// epoch, so a sentinel that has not heard of the latest one yet (they
+    /// learn it from each other within seconds) cannot send the store back
+    /// to a demoted primary that, thawed or cut off, still takes itself for
+    /// one. Then checks `ROLE` on that server and connects.
     async fn connect(&self) -> Result<MultiplexedConnection, StoreError> {
-        let lookup = async {
-            let mut client = self.client.lock().await;
-            client
-                .get_async_connection_with_config(&self.connection)
-                .await
-        };
-        match tokio::time::timeout(self.lookup_timeout, lookup).await {
-            Ok(Ok(conn)) => Ok(conn),
-            Ok(Err(error)) => Err(StoreError::backend(error)),
-            Err(_) => Err(StoreError::Timeout(self.lookup_timeout)),
+        match tokio::time::timeout(self.lookup_timeout, self.lookup()).await {
+            Ok(found) => found,
+            Err(_) => Err(StoreError::backend(LookupError::Timeout(
+                self.lookup_timeout,
+            ))),
         }
+    }
+
+    async fn lookup(&self) -> Result<MultiplexedConnection, StoreError> {
+        let answers =
+            futures_util::future::join_all((0..self.sentinels.len()).map(|i| self.ask_sentinel(i)))
+                .await;
+        let mut best: Option<(u64, String, u16)> = None;
+        let mut last_error = None;
+        for answer in answers {
+            match answer {
+                Ok(info) => {
+                    let field = |name: &str| info.get(name).map(String::as_str);
+                    let (Some(ip), Some(port)) = (field("ip"), field("port")) else {
+                        continue;
+                    };
+                    let Ok(port) = port.parse::<u16>() else {
+                        continue;
+                    };
+                    let epoch = field("config-epoch")
+                        .and_then(|e| e.parse().ok())
+                        .unwrap_or(0);
+                    if best.as_ref().is_none_or(|(top, _, _)| epoch > *top) {
+                        best = Some((epoch, ip.to_owned(), port));
+                    }
+                }
+                Err(error) => last_error = Some(error),
+            }
+        }
+        let Some((_, ip, port)) = best else {
+            return Err(match last_error {
+                Some(error) => StoreError::backend(error),
+                None => StoreError::backend(LookupError::NoPrimary(self.master.clone())),
+            });
+        };
+        let client =
+            redis::Client::open(format!("redis://{ip}:{port}")).map_err(StoreError::backend)?;
+        let mut conn = client
+            .get_multiplexed_async_connection_with_config(&self.connection)
+            .await
+            .map_err(StoreError::backend)?;
+        let role: Vec<redis::Value> = redis::cmd("ROLE")
+            .query_async(&mut conn)
+            .await
+            .map_err(StoreError::backend)?;
+        match role.first() {
+            Some(redis::Value::BulkString(role)) if role == b"master" => Ok(conn),
+            _ => Err(StoreError::backend(LookupError::NotPrimary(
+                self.master.clone(),
+            ))),
+        }
+    }
+
+    /// `SENTINEL MASTER <name>` on sentinel `i`, on its kept connection
+    /// (made anew when there is none or it failed).
+    async fn ask_sentinel(&self, i: usize) -> Result<HashMap<String, String>, RedisError> {
+        let kept = lock(&self.cached[i]).clone();
+        let mut conn = match kept {
+            Some(conn) => conn,
+            None => {
+                let conn = self.sentinels[i]
+                    .get_multiplexed_async_connection_with_config(&self.connection)
+                    .await?;
+                *lock(&self.cached[i]) = Some(conn.clone());
+                conn
+            }
+        };
+        let answer = redis::cmd("SENTINEL")
+            .arg("MASTER")
+            .arg(&self.master)
+            .query_async(&mut conn)
+            .await;
+        if answer
+            .as_ref()
+            .is_err_and(|e| !matches!(e.kind(), ErrorKind::Server(_)))
+        {
+            lock(&self.cached[i]).take();
+        }
+        answer
     }
 }
 
@@ -202,7 +298,7 @@ pub(crate) fn is_readonly(error: &RedisError) -> bool {
     error.code() == Some("READONLY")
 }
 
-fn lock(slot: &Mutex<Option<Conn>>) -> std::sync::MutexGuard<'_, Option<Conn>> {
+fn lock<T>(slot: &Mutex<Option<T>>) -> std::sync::MutexGuard<'_, Option<T>> {
     // A slot only ever holds a complete value, so a panic elsewhere while it
     // was locked leaves nothing half-written.
     slot.lock().unwrap_or_else(PoisonError::into_inner)

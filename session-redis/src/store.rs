@@ -252,6 +252,11 @@ impl RedisStore {
                 confirmed,
                 "a session write was not confirmed by enough replicas; answered as a store failure"
             );
+            if self.connections.pool().is_sentinel() {
+                // A primary that lost its replicas may be a demoted one that
+                // has not heard of the failover yet: ask the sentinels again.
+                self.connections.drop_all();
+            }
             return Err(StoreError::backend(NotReplicated { wanted, confirmed }));
         }
         Ok(value)
