@@ -153,3 +153,101 @@ async fn hang_sentinel_primary_sigstop_3s_under_load() {
         report.fault_to_success()
     );
 }
+
+/// The source chain of `error`, for matching a typed cause.
+fn not_replicated(error: &session_core::StoreError) -> Option<&session_redis::NotReplicated> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(found) = e.downcast_ref() {
+            return Some(found);
+        }
+        source = e.source();
+    }
+    None
+}
+
+#[tokio::test]
+async fn durable_write_fails_when_fewer_replicas_confirm() {
+    use session_core::conformance::store::new_key;
+    use session_core::{Expiry, Record, SessionStore, record::now};
+
+    // The shared group has 2 replicas: asking 3 can never be confirmed.
+    let store = RedisStore::builder(common::sentinel_url())
+        .durable(3)
+        .durable_timeout(Duration::from_millis(50))
+        .build()
+        .unwrap()
+        .key_prefix(common::fresh_prefix());
+    let key = new_key();
+    let record = Record::new(now(), &Expiry::default());
+    let error = store.create(&key, &record).await.unwrap_err();
+    let cause = not_replicated(&error).expect("the cause is NotReplicated");
+    assert_eq!((cause.wanted, cause.confirmed), (3, 2), "{error}");
+    // What the docs say the store may then hold: the write, on the primary.
+    assert!(store.load(&key).await.unwrap().is_some());
+    let error = store.delete(&key).await.unwrap_err();
+    assert!(not_replicated(&error).is_some(), "{error}");
+    assert!(store.load(&key).await.unwrap().is_none());
+
+    // Two can: the same calls succeed.
+    let store = RedisStore::builder(common::sentinel_url())
+        .durable(2)
+        .build()
+        .unwrap()
+        .key_prefix(common::fresh_prefix());
+    assert!(store.create(&key, &record).await.unwrap());
+    store.delete(&key).await.unwrap();
+}
+
+#[tokio::test]
+async fn durable_shortfall_is_a_503_with_retry_after() {
+    use http::StatusCode;
+    use http::header::RETRY_AFTER;
+
+    let store = RedisStore::builder(common::sentinel_url())
+        .durable(3)
+        .durable_timeout(Duration::from_millis(50))
+        .build()
+        .unwrap()
+        .key_prefix(common::fresh_prefix());
+    let reply = session_core::conformance::http::send(&faults::app(store), "/count", None).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.headers.get(RETRY_AFTER).unwrap(), "1");
+}
+
+#[test]
+fn malformed_sentinel_urls_are_build_errors() {
+    for url in [
+        "redis+sentinel://127.0.0.1:26379",
+        "redis+sentinel://127.0.0.1:26379/",
+        "redis+sentinel://127.0.0.1:26379/a/b",
+        "redis+sentinel://127.0.0.1:26379,/m",
+        "redis+sentinel://127.0.0.1:26379/m?durable=1",
+        "redis+sentinel://user:pw@127.0.0.1:26379/m",
+    ] {
+        let error = RedisStore::builder(url).build().unwrap_err();
+        assert!(
+            matches!(error, session_redis::BuildError::SentinelUrl(_)),
+            "{url}: {error:?}"
+        );
+    }
+    let store = RedisStore::builder("REDIS+SENTINEL://127.0.0.1:1,127.0.0.1:2/m")
+        .build()
+        .unwrap();
+    assert_eq!(
+        store.durable_replicas(),
+        session_redis::DEFAULT_SENTINEL_DURABLE
+    );
+    let store = RedisStore::builder("redis+sentinel://127.0.0.1:1/m")
+        .durable(0)
+        .build()
+        .unwrap();
+    assert_eq!(store.durable_replicas(), 0);
+    let store = RedisStore::builder("redis://127.0.0.1:1").build().unwrap();
+    assert_eq!(store.durable_replicas(), 0);
+    let error = RedisStore::cluster_builder(["redis://127.0.0.1:1"])
+        .durable(1)
+        .build()
+        .unwrap_err();
+    assert!(matches!(error, session_redis::BuildError::DurableOnCluster));
+}
