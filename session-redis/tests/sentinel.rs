@@ -251,3 +251,89 @@ fn malformed_sentinel_urls_are_build_errors() {
         .unwrap_err();
     assert!(matches!(error, session_redis::BuildError::DurableOnCluster));
 }
+
+/// The write cost of `durable=1` against none, on the primary behind
+/// `REDIS_SENTINEL_URL`: a measurement, not a test (ignored; run by hand,
+/// see BENCHMARKS.md, "Redis Sentinel"). Sequential saves (latency) and 16
+/// tasks saving at once (throughput), the two stores alternating over 5
+/// rounds so that a noisy neighbour hits both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement; run by hand (BENCHMARKS.md)"]
+async fn measure_durable_write_cost() {
+    use session_core::conformance::store::new_key;
+    use session_core::{Expiry, Record, SaveOutcome, SessionStore, record::now};
+    use std::time::Instant;
+
+    const SEQUENTIAL: u64 = 2000;
+    const TASKS: u64 = 16;
+    const PER_TASK: u64 = 250;
+
+    /// One session saved `n` times in a row: each save's latency.
+    async fn saves(store: &RedisStore, n: u64) -> Vec<Duration> {
+        let key = new_key();
+        let mut record = Record::new(now(), &Expiry::default());
+        assert!(store.create(&key, &record).await.unwrap());
+        let mut took = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            let expected = record.version;
+            record.version += 1;
+            record.data.insert("n".into(), i.into());
+            let start = Instant::now();
+            let saved = store.save(&key, &record, expected).await.unwrap();
+            took.push(start.elapsed());
+            assert_eq!(saved, SaveOutcome::Saved);
+        }
+        store.delete(&key).await.unwrap();
+        took
+    }
+
+    let store = |durable| {
+        RedisStore::builder(common::sentinel_url())
+            .durable(durable)
+            .build()
+            .unwrap()
+            .key_prefix(common::fresh_prefix())
+    };
+    let stores = [(0, store(0)), (1, store(1))];
+    let mut latency: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
+    let mut rate: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for _round in 0..5 {
+        for (i, (_, store)) in stores.iter().enumerate() {
+            latency[i].extend(saves(store, SEQUENTIAL / 5).await);
+            let start = Instant::now();
+            let tasks: Vec<_> = (0..TASKS)
+                .map(|_| {
+                    let store = store.clone();
+                    tokio::spawn(async move { saves(&store, PER_TASK).await })
+                })
+                .collect();
+            for task in tasks {
+                task.await.unwrap();
+            }
+            rate[i].push((TASKS * PER_TASK) as f64 / start.elapsed().as_secs_f64());
+        }
+    }
+    let pct = |v: &mut Vec<Duration>, p: f64| {
+        v.sort();
+        v[((v.len() - 1) as f64 * p) as usize]
+    };
+    let mut rows = Vec::new();
+    for (i, (durable, _)) in stores.iter().enumerate() {
+        let mean = latency[i].iter().sum::<Duration>() / latency[i].len() as u32;
+        let (p50, p99) = (pct(&mut latency[i], 0.5), pct(&mut latency[i], 0.99));
+        let mut r = rate[i].clone();
+        r.sort_by(f64::total_cmp);
+        let median_rate = r[r.len() / 2];
+        println!(
+            "MEASURED durable={durable}: sequential save mean {mean:?} p50 {p50:?} p99 {p99:?}; \
+             {TASKS} tasks: median {median_rate:.0} saves/s over 5 rounds {r:.0?}"
+        );
+        rows.push((mean, p50, median_rate));
+    }
+    println!(
+        "MEASURED ratio durable=1 / durable=0: mean latency x{:.2}, p50 x{:.2}, throughput x{:.2}",
+        rows[1].0.as_secs_f64() / rows[0].0.as_secs_f64(),
+        rows[1].1.as_secs_f64() / rows[0].1.as_secs_f64(),
+        rows[1].2 / rows[0].2,
+    );
+}
