@@ -61,6 +61,8 @@ pub(crate) enum LookupError {
     NoPrimary(String),
     #[error("the server the sentinels name as `{0}`'s primary is not one (yet)")]
     NotPrimary(String),
+    #[error("the sentinels are failing `{0}` over")]
+    Failover(String),
     #[error("looking up the primary took longer than {0:?}")]
     Timeout(Duration),
 }
@@ -86,7 +88,9 @@ impl Sentinel {
     /// epoch, so a sentinel that has not heard of the latest one yet (they
     /// learn it from each other within seconds) cannot send the store back
     /// to a demoted primary that, thawed or cut off, still takes itself for
-    /// one. Then checks `ROLE` on that server and connects.
+    /// one. None while a failover is under way (see `primary_address`).
+    /// Then checks `ROLE` on that server, connects, and asks the sentinels
+    /// once more.
     async fn connect(&self) -> Result<MultiplexedConnection, StoreError> {
         match tokio::time::timeout(self.lookup_timeout, self.lookup()).await {
             Ok(found) => found,
@@ -97,6 +101,43 @@ impl Sentinel {
     }
 
     async fn lookup(&self) -> Result<MultiplexedConnection, StoreError> {
+        let (ip, port) = self.primary_address().await?;
+        let client =
+            redis::Client::open(format!("redis://{ip}:{port}")).map_err(StoreError::backend)?;
+        let mut conn = client
+            .get_multiplexed_async_connection_with_config(&self.connection)
+            .await
+            .map_err(StoreError::backend)?;
+        let role: Vec<redis::Value> = redis::cmd("ROLE")
+            .query_async(&mut conn)
+            .await
+            .map_err(StoreError::backend)?;
+        if !matches!(role.first(), Some(redis::Value::BulkString(role)) if role == b"master") {
+            return Err(StoreError::backend(LookupError::NotPrimary(
+                self.master.clone(),
+            )));
+        }
+        // Asked again now that the server answered: a failover may have
+        // begun while it did not (a frozen primary answers its ROLE only
+        // once it thaws).
+        if self.primary_address().await? != (ip, port) {
+            return Err(StoreError::backend(LookupError::NotPrimary(
+                self.master.clone(),
+            )));
+        }
+        Ok(conn)
+    }
+
+    /// The primary's address by the answering sentinels' highest
+    /// `config-epoch`; an error while any of them flags the primary
+    /// objectively down (`o_down`) or a failover in progress. During a
+    /// failover the old primary, if it is back (thawed, or the sentinels
+    /// briefly lost it), still takes itself for one, and a replica not yet
+    /// moved to the new primary still follows it and confirms its writes
+    /// (`WAIT`): writes acknowledged there would vanish when the failover
+    /// ends, `durable` or not. So the store connects to no primary until
+    /// the sentinels agree again.
+    async fn primary_address(&self) -> Result<(String, u16), StoreError> {
         let answers =
             futures_util::future::join_all((0..self.sentinels.len()).map(|i| self.ask_sentinel(i)))
                 .await;
@@ -106,6 +147,15 @@ impl Sentinel {
             match answer {
                 Ok(info) => {
                     let field = |name: &str| info.get(name).map(String::as_str);
+                    let flags = field("flags").unwrap_or("");
+                    if flags
+                        .split(',')
+                        .any(|flag| flag == "o_down" || flag == "failover_in_progress")
+                    {
+                        return Err(StoreError::backend(LookupError::Failover(
+                            self.master.clone(),
+                        )));
+                    }
                     let (Some(ip), Some(port)) = (field("ip"), field("port")) else {
                         continue;
                     };
@@ -122,25 +172,10 @@ impl Sentinel {
                 Err(error) => last_error = Some(error),
             }
         }
-        let Some((_, ip, port)) = best else {
-            return Err(match last_error {
-                Some(error) => StoreError::backend(error),
-                None => StoreError::backend(LookupError::NoPrimary(self.master.clone())),
-            });
-        };
-        let client =
-            redis::Client::open(format!("redis://{ip}:{port}")).map_err(StoreError::backend)?;
-        let mut conn = client
-            .get_multiplexed_async_connection_with_config(&self.connection)
-            .await
-            .map_err(StoreError::backend)?;
-        let role: Vec<redis::Value> = redis::cmd("ROLE")
-            .query_async(&mut conn)
-            .await
-            .map_err(StoreError::backend)?;
-        match role.first() {
-            Some(redis::Value::BulkString(role)) if role == b"master" => Ok(conn),
-            _ => Err(StoreError::backend(LookupError::NotPrimary(
+        match (best, last_error) {
+            (Some((_, ip, port)), _) => Ok((ip, port)),
+            (None, Some(error)) => Err(StoreError::backend(error)),
+            (None, None) => Err(StoreError::backend(LookupError::NoPrimary(
                 self.master.clone(),
             ))),
         }

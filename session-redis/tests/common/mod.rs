@@ -446,10 +446,33 @@ impl OwnSentinels {
             if healthy {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "the sentinel group was not healthy again within {within:?}: {views:?}"
-            );
+            if Instant::now() >= deadline {
+                let roles: Vec<(u16, Option<String>)> = std::iter::once(&self.primary)
+                    .chain(&self.replicas)
+                    .map(|server| {
+                        let info = sentinel_query::<String>(
+                            server.port(),
+                            redis::cmd("INFO").arg("replication"),
+                        );
+                        let summary = info.map(|i| {
+                            i.lines()
+                                .filter(|l| {
+                                    l.starts_with("role:")
+                                        || l.starts_with("master_port:")
+                                        || l.starts_with("master_link_status:")
+                                        || l.starts_with("connected_slaves:")
+                                })
+                                .collect::<Vec<_>>()
+                                .join(" ")
+                        });
+                        (server.port(), summary)
+                    })
+                    .collect();
+                panic!(
+                    "the sentinel group was not healthy again within {within:?}: \
+                     sentinels (port, flags) {views:?}; servers {roles:?}"
+                );
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
