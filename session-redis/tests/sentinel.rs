@@ -166,18 +166,24 @@ fn not_replicated(error: &session_core::StoreError) -> Option<&session_redis::No
     None
 }
 
+/// A store on the shared group (`REDIS_SENTINEL_URL`) under a fresh prefix,
+/// asking `durable` replicas, waiting at most 50 ms for them.
+fn shared_store(durable: u32) -> RedisStore {
+    RedisStore::builder(common::sentinel_url())
+        .durable(durable)
+        .durable_timeout(Duration::from_millis(50))
+        .build()
+        .unwrap()
+        .key_prefix(common::fresh_prefix())
+}
+
 #[tokio::test]
 async fn durable_write_fails_when_fewer_replicas_confirm() {
     use session_core::conformance::store::new_key;
     use session_core::{Expiry, Record, SessionStore, record::now};
 
     // The shared group has 2 replicas: asking 3 can never be confirmed.
-    let store = RedisStore::builder(common::sentinel_url())
-        .durable(3)
-        .durable_timeout(Duration::from_millis(50))
-        .build()
-        .unwrap()
-        .key_prefix(common::fresh_prefix());
+    let store = shared_store(3);
     let key = new_key();
     let record = Record::new(now(), &Expiry::default());
     let error = store.create(&key, &record).await.unwrap_err();
@@ -190,11 +196,7 @@ async fn durable_write_fails_when_fewer_replicas_confirm() {
     assert!(store.load(&key).await.unwrap().is_none());
 
     // Two can: the same calls succeed.
-    let store = RedisStore::builder(common::sentinel_url())
-        .durable(2)
-        .build()
-        .unwrap()
-        .key_prefix(common::fresh_prefix());
+    let store = shared_store(2);
     assert!(store.create(&key, &record).await.unwrap());
     store.delete(&key).await.unwrap();
 }
@@ -204,12 +206,7 @@ async fn durable_shortfall_is_a_503_with_retry_after() {
     use http::StatusCode;
     use http::header::RETRY_AFTER;
 
-    let store = RedisStore::builder(common::sentinel_url())
-        .durable(3)
-        .durable_timeout(Duration::from_millis(50))
-        .build()
-        .unwrap()
-        .key_prefix(common::fresh_prefix());
+    let store = shared_store(3);
     let reply = session_core::conformance::http::send(&faults::app(store), "/count", None).await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(reply.headers.get(RETRY_AFTER).unwrap(), "1");

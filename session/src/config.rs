@@ -248,10 +248,7 @@ impl StoreConfig {
                 let pool = options.take("pool", parse_pool, "a pool size from 1")?;
                 let prefix = options.take("prefix", |v| Some(v.to_owned()), "a string")?;
                 options.finish("redis+cluster", false)?;
-                let nodes = check_hosts(body, true)?
-                    .into_iter()
-                    .map(|host| format!("redis://{host}"))
-                    .collect();
+                let nodes = redis_urls(body)?;
                 Backend::RedisCluster {
                     nodes,
                     pool,
@@ -269,10 +266,7 @@ impl StoreConfig {
                 if master.is_empty() || master.contains('/') {
                     return Err(ConfigError::MissingMasterName);
                 }
-                let sentinels = check_hosts(hosts, true)?
-                    .into_iter()
-                    .map(|host| format!("redis://{host}"))
-                    .collect();
+                let sentinels = redis_urls(hosts)?;
                 Backend::RedisSentinel {
                     sentinels,
                     master: master.to_owned(),
@@ -391,6 +385,14 @@ fn check_hosts(body: &str, many: bool) -> Result<Vec<String>, ConfigError> {
         checked.push(host.to_owned());
     }
     Ok(checked)
+}
+
+/// Comma-separated `host:port`s (each port required), as `redis://host:port`.
+fn redis_urls(hosts: &str) -> Result<Vec<String>, ConfigError> {
+    Ok(check_hosts(hosts, true)?
+        .into_iter()
+        .map(|host| format!("redis://{host}"))
+        .collect())
 }
 
 /// Query options, consumed one by one so leftovers can be reported.
