@@ -258,7 +258,9 @@ impl RedisStoreBuilder {
     /// The most connections the pool holds (default [`DEFAULT_POOL_SIZE`]).
     ///
     /// The store's calls share [`RedisStore::shared_connections`] of them;
-    /// the rest serve whoever else uses the pool.
+    /// the rest serve whoever else uses the pool. Behind Sentinel there is
+    /// no pool (the store connects its shared connections itself), and this
+    /// has no effect.
     ///
     /// ```
     /// # use session_redis::RedisStore;
