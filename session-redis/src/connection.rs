@@ -129,8 +129,8 @@ impl Sentinel {
     }
 
     /// The primary's address by the answering sentinels' highest
-    /// `config-epoch`; an error while any of them flags the primary
-    /// objectively down (`o_down`) or a failover in progress. During a
+    /// `config-epoch`; an error while any sentinel at that epoch flags the
+    /// primary objectively down (`o_down`) or a failover in progress. During a
     /// failover the old primary, if it is back (thawed, or the sentinels
     /// briefly lost it), still takes itself for one, and a replica not yet
     /// moved to the new primary still follows it and confirms its writes
@@ -141,41 +141,47 @@ impl Sentinel {
         let answers =
             futures_util::future::join_all((0..self.sentinels.len()).map(|i| self.ask_sentinel(i)))
                 .await;
-        let mut best: Option<(u64, String, u16)> = None;
+        // (config-epoch, ip, port, failing over) per answering sentinel.
+        let mut views = Vec::new();
         let mut last_error = None;
         for answer in answers {
             match answer {
                 Ok(info) => {
                     let field = |name: &str| info.get(name).map(String::as_str);
-                    let flags = field("flags").unwrap_or("");
-                    if flags
+                    let failing_over = field("flags")
+                        .unwrap_or("")
                         .split(',')
-                        .any(|flag| flag == "o_down" || flag == "failover_in_progress")
-                    {
-                        return Err(StoreError::backend(LookupError::Failover(
-                            self.master.clone(),
-                        )));
-                    }
-                    let (Some(ip), Some(port)) = (field("ip"), field("port")) else {
+                        .any(|flag| flag == "o_down" || flag == "failover_in_progress");
+                    let (Some(ip), Some(Ok(port))) =
+                        (field("ip"), field("port").map(str::parse::<u16>))
+                    else {
                         continue;
                     };
-                    let Ok(port) = port.parse::<u16>() else {
-                        continue;
-                    };
-                    let epoch = field("config-epoch")
+                    let epoch: u64 = field("config-epoch")
                         .and_then(|e| e.parse().ok())
                         .unwrap_or(0);
-                    if best.as_ref().is_none_or(|(top, _, _)| epoch > *top) {
-                        best = Some((epoch, ip.to_owned(), port));
-                    }
+                    views.push((epoch, ip.to_owned(), port, failing_over));
                 }
                 Err(error) => last_error = Some(error),
             }
         }
-        match (best, last_error) {
-            (Some((_, ip, port)), _) => Ok((ip, port)),
-            (None, Some(error)) => Err(StoreError::backend(error)),
-            (None, None) => Err(StoreError::backend(LookupError::NoPrimary(
+        let Some(top) = views.iter().map(|v| v.0).max() else {
+            return Err(match last_error {
+                Some(error) => StoreError::backend(error),
+                None => StoreError::backend(LookupError::NoPrimary(self.master.clone())),
+            });
+        };
+        // A sentinel still at an older epoch has not heard of the latest
+        // failover: its flags are about a primary that is gone.
+        let current = views.iter().filter(|v| v.0 == top);
+        if current.clone().any(|v| v.3) {
+            return Err(StoreError::backend(LookupError::Failover(
+                self.master.clone(),
+            )));
+        }
+        match current.map(|v| (v.1.clone(), v.2)).next() {
+            Some(address) => Ok(address),
+            None => Err(StoreError::backend(LookupError::NoPrimary(
                 self.master.clone(),
             ))),
         }
