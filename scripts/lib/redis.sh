@@ -1,11 +1,13 @@
-# Throwaway Redis servers for the tests: one standalone server and one
-# 3-master Redis Cluster, on free loopback ports, each in its own temp dir,
-# without persistence. Sourced after scripts/lib/common.sh, not run.
+# Throwaway Redis servers for the tests: one standalone server, one
+# 3-master Redis Cluster, and one primary with 2 replicas watched by 3
+# sentinels, on free loopback ports, each in its own temp dir, without
+# persistence. Sourced after scripts/lib/common.sh, not run.
 #
 #   start_redis          # exports REDIS_URL=redis://127.0.0.1:PORT
 #   start_redis_cluster  # exports REDIS_CLUSTER_NODES=redis://127.0.0.1:P1,...,P3
+#   start_redis_sentinel # exports REDIS_SENTINEL_URL=redis+sentinel://127.0.0.1:S1,S2,S3/sessions
 #
-# Both register their shutdown (and the removal of their temp dirs) with
+# All register their shutdown (and the removal of their temp dirs) with
 # on_exit, so `trap run_cleanups EXIT` stops them.
 
 # Settings shared by every throwaway server: loopback only, nothing on disk,
@@ -115,4 +117,76 @@ start_redis_cluster() {
     REDIS_CLUSTER_NODES=$(IFS=,; echo "${urls[*]}")
     export REDIS_CLUSTER_NODES
     echo "redis cluster: $REDIS_CLUSTER_NODES" >&2
+}
+
+# _sentinel_ok PORT MASTER N: the sentinel on PORT knows MASTER, sees its N
+# replicas and its 2 fellow sentinels.
+_sentinel_ok() {
+    local port=$1 master=$2 replicas=$3 info
+    info=$(redis-cli -h 127.0.0.1 -p "$port" sentinel master "$master" 2>/dev/null) || return 1
+    [ "$(printf '%s\n' "$info" | sed -n '/^num-slaves$/{n;p}')" = "$replicas" ] &&
+        [ "$(printf '%s\n' "$info" | sed -n '/^num-other-sentinels$/{n;p}')" = 2 ]
+}
+
+# _replica_linked PORT: the replica on PORT has its link to the primary up.
+_replica_linked() {
+    redis-cli -h 127.0.0.1 -p "$1" info replication 2>/dev/null | grep -q '^master_link_status:up'
+}
+
+# start_redis_sentinel: a primary, 2 replicas and 3 sentinels (quorum 2,
+# down-after-milliseconds 1000: a failover about 2 s after the primary
+# dies) watching it under the name `sessions`; exports REDIS_SENTINEL_URL.
+# Sentinels rewrite their config file, so each gets one in its temp dir.
+start_redis_sentinel() {
+    need_cmd redis-server redis-server || return 1
+    need_cmd redis-cli redis-tools || return 1
+    local master=sessions primary dir port i sentinels=() replicas=()
+    dir=$(mktemp -d "${TMPDIR:-/tmp}/redis-sentinel-test.XXXXXX")
+    primary=$(free_port)
+    # No 5 s wait before a full sync: the replicas are ready at once.
+    _redis_spawn "$dir" "$primary" --repl-diskless-sync-delay 0 || return 1
+    for i in 1 2; do
+        dir=$(mktemp -d "${TMPDIR:-/tmp}/redis-sentinel-test.XXXXXX")
+        port=$(free_port)
+        _redis_spawn "$dir" "$port" --replicaof 127.0.0.1 "$primary" || return 1
+        replicas+=("$port")
+    done
+    for port in "${replicas[@]}"; do
+        if ! wait_for 10 _replica_linked "$port"; then
+            echo "redis replica on 127.0.0.1:$port did not link to its primary" >&2
+            return 1
+        fi
+    done
+    for i in 1 2 3; do
+        dir=$(mktemp -d "${TMPDIR:-/tmp}/redis-sentinel-test.XXXXXX")
+        port=$(free_port)
+        cat >"$dir/sentinel.conf" <<EOF
+bind 127.0.0.1
+port $port
+dir $dir
+logfile $dir/sentinel.log
+protected-mode yes
+sentinel monitor $master 127.0.0.1 $primary 2
+sentinel down-after-milliseconds $master 1000
+sentinel failover-timeout $master 10000
+sentinel parallel-syncs $master 1
+EOF
+        redis-server "$dir/sentinel.conf" --sentinel >/dev/null 2>&1 &
+        on_exit stop_server "$!" "$dir"
+        if ! wait_for 10 _redis_ping "$port"; then
+            echo "redis sentinel on 127.0.0.1:$port did not start; its log:" >&2
+            cat "$dir/sentinel.log" >&2 2>/dev/null || true
+            return 1
+        fi
+        sentinels+=("127.0.0.1:$port")
+    done
+    for port in "${sentinels[@]##*:}"; do
+        if ! wait_for 30 _sentinel_ok "$port" "$master" 2; then
+            echo "redis sentinel on 127.0.0.1:$port did not find the 2 replicas and 2 other sentinels" >&2
+            return 1
+        fi
+    done
+    REDIS_SENTINEL_URL="redis+sentinel://$(IFS=,; echo "${sentinels[*]}")/$master"
+    export REDIS_SENTINEL_URL
+    echo "redis sentinel: $REDIS_SENTINEL_URL" >&2
 }

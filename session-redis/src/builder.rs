@@ -1,12 +1,14 @@
 //! Building a store from URLs, with the pool size and timeouts.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_redis::Runtime;
-use deadpool_redis::redis::{AsyncConnectionConfig, RedisError};
+use deadpool_redis::redis::{self, AsyncConnectionConfig, RedisError};
 
 use crate::RedisStore;
-use crate::connection::Pool;
+use crate::connection::{Pool, Sentinel};
+use crate::store::Durability;
 
 /// Default for [`RedisStoreBuilder::pool_size`].
 pub const DEFAULT_POOL_SIZE: usize = 8;
@@ -25,6 +27,37 @@ pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Default for [`RedisStoreBuilder::wait_timeout`].
 pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Default for [`RedisStoreBuilder::durable`] on a store behind Redis
+/// Sentinel: every write is acknowledged only once one replica holds it.
+///
+/// Why 1 and not 0: a deployment picks Sentinel to survive the loss of its
+/// primary, and Redis replicates asynchronously, so without `WAIT` a
+/// failover drops whatever the promoted replica had not received yet: for
+/// sessions, logins and carts acknowledged to users (measured in
+/// `BENCHMARKS.md`). One replica is what the promotion needs: Sentinel
+/// promotes the replica with the largest replication offset, which holds
+/// every write any replica confirmed. Why not 2: with the usual two
+/// replicas, one replica down (upgrade, restart) would then fail every
+/// write. The cost is a `WAIT` round trip per write, measured in
+/// `BENCHMARKS.md`. A standalone server (`redis://`) defaults to 0.
+pub const DEFAULT_SENTINEL_DURABLE: u32 = 1;
+
+/// Default for [`RedisStoreBuilder::durable_timeout`]: how long a write
+/// waits for its replicas before it fails.
+///
+/// Replicas on a healthy network confirm within a millisecond or two; a
+/// quarter second leaves room for a busy replica and keeps a write with
+/// its `WAIT` well inside the layer's default operation timeout (2 s) and
+/// the connection's response timeout (1 s).
+pub const DEFAULT_DURABLE_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// Default for [`RedisStoreBuilder::failover_retry`].
+///
+/// Sentinel with `down-after-milliseconds 1000` promotes a replica about
+/// 2 s after the primary dies; the layer's operation timeout (2 s by
+/// default) usually ends a call first and answers 503.
+pub const DEFAULT_FAILOVER_RETRY: Duration = Duration::from_secs(2);
+
 /// The store could not be built from its configuration.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -35,12 +68,60 @@ pub enum BuildError {
     /// The connection pool could not be built.
     #[error("could not build the Redis connection pool")]
     Pool(#[source] deadpool_redis::BuildError),
+    /// A `redis+sentinel://` URL that does not have the form
+    /// `redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER_NAME`.
+    #[error("invalid Redis Sentinel URL: {0}")]
+    SentinelUrl(&'static str),
+    /// [`RedisStoreBuilder::durable`] on a Redis Cluster: `WAIT` there
+    /// would confirm the replicas of one node only, not those of the
+    /// shard a write went to.
+    #[error("durable acknowledgements are not supported on Redis Cluster")]
+    DurableOnCluster,
 }
 
 #[derive(Clone, Debug)]
 enum Target {
     Single(String),
+    Sentinel {
+        sentinels: Vec<String>,
+        master: String,
+    },
     Cluster(Vec<String>),
+}
+
+/// Parses `redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER_NAME`; `None`
+/// for a URL of another scheme.
+fn parse_sentinel_url(url: &str) -> Option<Result<(Vec<String>, String), BuildError>> {
+    let (scheme, rest) = url.trim().split_once("://")?;
+    if !scheme.eq_ignore_ascii_case("redis+sentinel") {
+        return None;
+    }
+    Some((|| {
+        if rest.contains('?') {
+            return Err(BuildError::SentinelUrl(
+                "options go through the builder's methods (or session::StoreConfig::from_url)",
+            ));
+        }
+        let (hosts, master) = rest.split_once('/').ok_or(BuildError::SentinelUrl(
+            "no /MASTER_NAME after the sentinels",
+        ))?;
+        if master.is_empty() || master.contains('/') {
+            return Err(BuildError::SentinelUrl(
+                "the path must be one MASTER_NAME, as in the sentinels' `sentinel monitor`",
+            ));
+        }
+        let sentinels = hosts
+            .split(',')
+            .map(|host| match host.trim() {
+                "" => Err(BuildError::SentinelUrl("an empty sentinel address")),
+                host if host.contains('@') => Err(BuildError::SentinelUrl(
+                    "credentials in the sentinel list are not supported",
+                )),
+                host => Ok(format!("redis://{host}")),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((sentinels, master.to_owned()))
+    })())
 }
 
 /// Builds a [`RedisStore`] with its own connection pool; from
@@ -68,6 +149,9 @@ pub struct RedisStoreBuilder {
     connect_timeout: Duration,
     response_timeout: Duration,
     wait_timeout: Duration,
+    durable: Option<u32>,
+    durable_timeout: Duration,
+    failover_retry: Duration,
 }
 
 impl RedisStore {
@@ -87,9 +171,54 @@ impl RedisStore {
     }
 
     /// A builder for a store on the standalone server at `url`
-    /// (`redis://[user:password@]host[:port][/db]`).
+    /// (`redis://[user:password@]host[:port][/db]`), or on the primary that
+    /// the sentinels of a `redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER_NAME`
+    /// URL name (as [`RedisStore::sentinel_builder`]; a malformed one fails
+    /// in [`RedisStoreBuilder::build`]).
+    ///
+    /// ```
+    /// use session_redis::RedisStore;
+    ///
+    /// let store = RedisStore::builder("redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/sessions")
+    ///     .durable(1)
+    ///     .build()?;
+    /// # Ok::<(), session_redis::BuildError>(())
+    /// ```
     pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
         RedisStoreBuilder::new(Target::Single(url.into()))
+    }
+
+    /// A builder for a store on the primary named `master` (as in the
+    /// sentinels' `sentinel monitor MASTER_NAME ...`), found through any of
+    /// the `sentinels` (each `redis://host:port`).
+    ///
+    /// The store asks the sentinels for the primary when it connects, and
+    /// again whenever a connection fails or the server answers `READONLY`
+    /// (it was demoted): so after a failover it finds the promoted replica
+    /// by itself, and retries a write the demoted primary refused (see
+    /// [`RedisStoreBuilder::failover_retry`]). Writes are acknowledged only
+    /// once [`DEFAULT_SENTINEL_DURABLE`] replica holds them, unless
+    /// [`RedisStoreBuilder::durable`] says otherwise.
+    ///
+    /// ```
+    /// use session_redis::RedisStore;
+    ///
+    /// let store = RedisStore::sentinel_builder(
+    ///     ["redis://10.0.0.1:26379", "redis://10.0.0.2:26379", "redis://10.0.0.3:26379"],
+    ///     "sessions",
+    /// )
+    /// .build()?;
+    /// # Ok::<(), session_redis::BuildError>(())
+    /// ```
+    pub fn sentinel_builder<I>(sentinels: I, master: impl Into<String>) -> RedisStoreBuilder
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        RedisStoreBuilder::new(Target::Sentinel {
+            sentinels: sentinels.into_iter().map(Into::into).collect(),
+            master: master.into(),
+        })
     }
 
     /// A builder for a store on a Redis Cluster reached through any of the
@@ -120,13 +249,18 @@ impl RedisStoreBuilder {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             wait_timeout: DEFAULT_WAIT_TIMEOUT,
+            durable: None,
+            durable_timeout: DEFAULT_DURABLE_TIMEOUT,
+            failover_retry: DEFAULT_FAILOVER_RETRY,
         }
     }
 
     /// The most connections the pool holds (default [`DEFAULT_POOL_SIZE`]).
     ///
     /// The store's calls share [`RedisStore::shared_connections`] of them;
-    /// the rest serve whoever else uses the pool.
+    /// the rest serve whoever else uses the pool. Behind Sentinel there is
+    /// no pool (the store connects its shared connections itself), and this
+    /// has no effect.
     ///
     /// ```
     /// # use session_redis::RedisStore;
@@ -180,14 +314,111 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// Acknowledge a create, save, delete (and so a `cycle_id`, which is a
+    /// create and a delete) only once `replicas` replicas hold it: after
+    /// each such write the store sends `WAIT replicas durable_timeout` on
+    /// the same connection, and fails the call (so the layer answers 503
+    /// with `Retry-After`) when fewer confirm in time. 0 turns it off.
+    /// Default: [`DEFAULT_SENTINEL_DURABLE`] behind Sentinel, 0 otherwise.
+    ///
+    /// A write whose `WAIT` fell short was applied on the primary and on
+    /// some replicas, perhaps none: the store then holds it or, after a
+    /// failover to a replica that missed it, the state before it; a later
+    /// request sees one or the other, never a mix. Touches (which only move
+    /// the idle deadline) are not waited for.
+    ///
+    /// ```
+    /// # use session_redis::RedisStore;
+    /// let builder = RedisStore::builder("redis://127.0.0.1").durable(1);
+    /// ```
+    pub fn durable(mut self, replicas: u32) -> Self {
+        self.durable = Some(replicas);
+        self
+    }
+
+    /// How long a write waits for its [`durable`](Self::durable) replicas
+    /// (default [`DEFAULT_DURABLE_TIMEOUT`], at least 1 ms). Keep it below
+    /// the [response timeout](Self::response_timeout) and the layer's
+    /// operation timeout.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use session_redis::RedisStore;
+    /// let builder = RedisStore::builder("redis://127.0.0.1")
+    ///     .durable(1)
+    ///     .durable_timeout(Duration::from_millis(100));
+    /// ```
+    pub fn durable_timeout(mut self, timeout: Duration) -> Self {
+        self.durable_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Behind Sentinel: for how long a call retries, with a short backoff,
+    /// when it cannot reach a primary (the sentinels name a dead one, or
+    /// none yet) or its write was refused with `READONLY` (default
+    /// [`DEFAULT_FAILOVER_RETRY`]). In both cases nothing was written, so
+    /// the retry is safe; any other failure (a connection lost while a
+    /// write was in flight, which may have applied) is returned at once.
+    /// The layer's operation timeout ends the call earlier if it is
+    /// shorter. Ignored for a standalone server and a cluster.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use session_redis::RedisStore;
+    /// let builder = RedisStore::sentinel_builder(["redis://127.0.0.1:26379"], "sessions")
+    ///     .failover_retry(Duration::from_secs(5));
+    /// ```
+    pub fn failover_retry(mut self, retry: Duration) -> Self {
+        self.failover_retry = retry;
+        self
+    }
+
     /// Builds the pool and the store (without connecting).
     ///
     /// # Errors
     ///
-    /// [`BuildError::Url`] when a URL is not a Redis URL; [`BuildError::Pool`]
-    /// when the pool cannot be built.
-    pub fn build(self) -> Result<RedisStore, BuildError> {
+    /// [`BuildError::Url`] when a URL is not a Redis URL;
+    /// [`BuildError::SentinelUrl`] for a malformed `redis+sentinel://` URL;
+    /// [`BuildError::Pool`] when the pool cannot be built;
+    /// [`BuildError::DurableOnCluster`] for `durable` on a cluster.
+    pub fn build(mut self) -> Result<RedisStore, BuildError> {
+        if let Target::Single(url) = &self.target
+            && let Some(parsed) = parse_sentinel_url(url)
+        {
+            let (sentinels, master) = parsed?;
+            self.target = Target::Sentinel { sentinels, master };
+        }
+        let durable = match (&self.target, self.durable) {
+            (Target::Cluster(_), Some(n)) if n > 0 => return Err(BuildError::DurableOnCluster),
+            (Target::Sentinel { .. }, None) => DEFAULT_SENTINEL_DURABLE,
+            (_, durable) => durable.unwrap_or(0),
+        };
+        let durability = Durability {
+            replicas: durable,
+            timeout: self.durable_timeout,
+        };
         let pool = match self.target {
+            Target::Sentinel {
+                ref sentinels,
+                ref master,
+            } => {
+                let connection = AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(self.connect_timeout))
+                    .set_response_timeout(Some(self.response_timeout));
+                let clients = sentinels
+                    .iter()
+                    .map(|url| redis::Client::open(url.as_str()))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(BuildError::Url)?;
+                // Asking the sentinels, checking the primary's ROLE, connecting.
+                let lookup = self.connect_timeout + self.response_timeout;
+                Pool::Sentinel(Arc::new(Sentinel::new(
+                    clients,
+                    master.clone(),
+                    connection,
+                    lookup,
+                )))
+            }
             Target::Single(ref url) => {
                 let connection = AsyncConnectionConfig::new()
                     .set_connection_timeout(Some(self.connect_timeout))
@@ -219,6 +450,6 @@ impl RedisStoreBuilder {
                 Pool::Cluster(pool)
             }
         };
-        Ok(RedisStore::with_pool(pool))
+        Ok(RedisStore::with_pool(pool).configured(durability, self.failover_retry))
     }
 }

@@ -14,25 +14,215 @@
 //! timeout), every slot is emptied: the next calls check connections out of
 //! the pool again, whose health check replaces dead ones. That is how the
 //! store serves again after a Redis restart without an application restart.
+//!
+//! Behind Redis Sentinel there is no pool: a checkout asks the sentinels
+//! for the current primary (see `Sentinel::connect`), checks its `ROLE`,
+//! and connects to it. Slots are
+//! emptied on the same failures, and also when the server answers
+//! `READONLY` (it has been demoted to a replica), so the next checkout finds
+//! the promoted one.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use deadpool_redis::redis::aio::{ConnectionLike, MultiplexedConnection};
 use deadpool_redis::redis::cluster_async::ClusterConnection;
-use deadpool_redis::redis::{self, ErrorKind, RedisError, RedisFuture};
+use deadpool_redis::redis::{self, AsyncConnectionConfig, ErrorKind, RedisError, RedisFuture};
 use session_core::StoreError;
 
-/// The pool connections come from: a standalone server or a cluster.
+/// The pool connections come from: a standalone server, a primary found
+/// through Redis Sentinel, or a cluster.
 #[derive(Clone)]
 pub(crate) enum Pool {
     Single(deadpool_redis::Pool),
+    Sentinel(Arc<Sentinel>),
     Cluster(deadpool_redis::cluster::Pool),
+}
+
+/// The sentinels of one primary, and how to connect to it.
+pub(crate) struct Sentinel {
+    sentinels: Vec<redis::Client>,
+    /// A connection to each sentinel, kept between lookups.
+    cached: Vec<Mutex<Option<MultiplexedConnection>>>,
+    master: String,
+    connection: AsyncConnectionConfig,
+    /// Bounds a whole lookup: sentinels asked, the primary's `ROLE` checked
+    /// (a frozen primary accepts TCP connections but answers nothing), and
+    /// the connection made.
+    lookup_timeout: Duration,
+}
+
+/// A lookup found no primary to connect to.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LookupError {
+    #[error("no sentinel named a primary for `{0}`")]
+    NoPrimary(String),
+    #[error("the server the sentinels name as `{0}`'s primary is not one (yet)")]
+    NotPrimary(String),
+    #[error("the sentinels are failing `{0}` over")]
+    Failover(String),
+    #[error("looking up the primary took longer than {0:?}")]
+    Timeout(Duration),
+}
+
+impl Sentinel {
+    pub(crate) fn new(
+        sentinels: Vec<redis::Client>,
+        master: String,
+        connection: AsyncConnectionConfig,
+        lookup_timeout: Duration,
+    ) -> Self {
+        Self {
+            cached: sentinels.iter().map(|_| Mutex::new(None)).collect(),
+            sentinels,
+            master,
+            connection,
+            lookup_timeout,
+        }
+    }
+
+    /// Asks every sentinel at once which server is the primary and trusts
+    /// the answer of the highest `config-epoch`: each failover raises the
+    /// epoch, so a sentinel that has not heard of the latest one yet (they
+    /// learn it from each other within seconds) cannot send the store back
+    /// to a demoted primary that, thawed or cut off, still takes itself for
+    /// one. None while a failover is under way (see `primary_address`).
+    /// Then checks `ROLE` on that server, connects, and asks the sentinels
+    /// once more.
+    async fn connect(&self) -> Result<MultiplexedConnection, StoreError> {
+        match tokio::time::timeout(self.lookup_timeout, self.lookup()).await {
+            Ok(found) => found,
+            Err(_) => Err(StoreError::backend(LookupError::Timeout(
+                self.lookup_timeout,
+            ))),
+        }
+    }
+
+    async fn lookup(&self) -> Result<MultiplexedConnection, StoreError> {
+        let (ip, port) = self.primary_address().await?;
+        let client =
+            redis::Client::open(format!("redis://{ip}:{port}")).map_err(StoreError::backend)?;
+        let mut conn = client
+            .get_multiplexed_async_connection_with_config(&self.connection)
+            .await
+            .map_err(StoreError::backend)?;
+        let role: Vec<redis::Value> = redis::cmd("ROLE")
+            .query_async(&mut conn)
+            .await
+            .map_err(StoreError::backend)?;
+        if !matches!(role.first(), Some(redis::Value::BulkString(role)) if role == b"master") {
+            return Err(StoreError::backend(LookupError::NotPrimary(
+                self.master.clone(),
+            )));
+        }
+        // Asked again now that the server answered: a failover may have
+        // begun while it did not (a frozen primary answers its ROLE only
+        // once it thaws).
+        if self.primary_address().await? != (ip, port) {
+            return Err(StoreError::backend(LookupError::NotPrimary(
+                self.master.clone(),
+            )));
+        }
+        Ok(conn)
+    }
+
+    /// The primary's address by the answering sentinels' highest
+    /// `config-epoch`; an error while any sentinel at that epoch flags the
+    /// primary objectively down (`o_down`) or a failover in progress. During a
+    /// failover the old primary, if it is back (thawed, or the sentinels
+    /// briefly lost it), still takes itself for one, and a replica not yet
+    /// moved to the new primary still follows it and confirms its writes
+    /// (`WAIT`): writes acknowledged there would vanish when the failover
+    /// ends, `durable` or not. So the store connects to no primary until
+    /// the sentinels agree again.
+    async fn primary_address(&self) -> Result<(String, u16), StoreError> {
+        let answers =
+            futures_util::future::join_all((0..self.sentinels.len()).map(|i| self.ask_sentinel(i)))
+                .await;
+        // (config-epoch, ip, port, failing over) per answering sentinel.
+        let mut views = Vec::new();
+        let mut last_error = None;
+        for answer in answers {
+            match answer {
+                Ok(info) => {
+                    let field = |name: &str| info.get(name).map(String::as_str);
+                    let failing_over = field("flags")
+                        .unwrap_or("")
+                        .split(',')
+                        .any(|flag| flag == "o_down" || flag == "failover_in_progress");
+                    let (Some(ip), Some(Ok(port))) =
+                        (field("ip"), field("port").map(str::parse::<u16>))
+                    else {
+                        continue;
+                    };
+                    let epoch: u64 = field("config-epoch")
+                        .and_then(|e| e.parse().ok())
+                        .unwrap_or(0);
+                    views.push((epoch, ip.to_owned(), port, failing_over));
+                }
+                Err(error) => last_error = Some(error),
+            }
+        }
+        let Some(top) = views.iter().map(|v| v.0).max() else {
+            return Err(match last_error {
+                Some(error) => StoreError::backend(error),
+                None => StoreError::backend(LookupError::NoPrimary(self.master.clone())),
+            });
+        };
+        // A sentinel still at an older epoch has not heard of the latest
+        // failover: its flags are about a primary that is gone.
+        let current = views.iter().filter(|v| v.0 == top);
+        if current.clone().any(|v| v.3) {
+            return Err(StoreError::backend(LookupError::Failover(
+                self.master.clone(),
+            )));
+        }
+        match current.map(|v| (v.1.clone(), v.2)).next() {
+            Some(address) => Ok(address),
+            None => Err(StoreError::backend(LookupError::NoPrimary(
+                self.master.clone(),
+            ))),
+        }
+    }
+
+    /// `SENTINEL MASTER <name>` on sentinel `i`, on its kept connection
+    /// (made anew when there is none or it failed).
+    async fn ask_sentinel(&self, i: usize) -> Result<HashMap<String, String>, RedisError> {
+        let kept = lock(&self.cached[i]).clone();
+        let mut conn = match kept {
+            Some(conn) => conn,
+            None => {
+                let conn = self.sentinels[i]
+                    .get_multiplexed_async_connection_with_config(&self.connection)
+                    .await?;
+                *lock(&self.cached[i]) = Some(conn.clone());
+                conn
+            }
+        };
+        let answer = redis::cmd("SENTINEL")
+            .arg("MASTER")
+            .arg(&self.master)
+            .query_async(&mut conn)
+            .await;
+        if answer
+            .as_ref()
+            .is_err_and(|e| !matches!(e.kind(), ErrorKind::Server(_)))
+        {
+            lock(&self.cached[i]).take();
+        }
+        answer
+    }
 }
 
 impl Pool {
     pub(crate) fn is_cluster(&self) -> bool {
         matches!(self, Self::Cluster(_))
+    }
+
+    pub(crate) fn is_sentinel(&self) -> bool {
+        matches!(self, Self::Sentinel(_))
     }
 
     async fn checkout(&self) -> Result<Conn, StoreError> {
@@ -42,6 +232,7 @@ impl Pool {
                 let object = pool.get().await.map_err(StoreError::backend)?;
                 Conn::Single(MultiplexedConnection::clone(&object))
             }
+            Self::Sentinel(sentinel) => Conn::Single(sentinel.connect().await?),
             Self::Cluster(pool) => {
                 let object = pool.get().await.map_err(StoreError::backend)?;
                 Conn::Cluster(ClusterConnection::clone(&object))
@@ -122,18 +313,33 @@ impl Connections {
     }
 
     /// Maps a command's error to a store error, first emptying every slot if
-    /// the connection itself failed (a server error reply leaves it usable).
+    /// the connection itself failed (a server error reply leaves it usable)
+    /// or the server is no primary any more (`READONLY`).
     pub(crate) fn failed(&self, error: RedisError) -> StoreError {
-        if !matches!(error.kind(), ErrorKind::Server(_)) {
-            for slot in &self.slots {
-                lock(slot).take();
-            }
+        if !matches!(error.kind(), ErrorKind::Server(_)) || is_readonly(&error) {
+            self.drop_all();
         }
         StoreError::backend(error)
     }
+
+    /// Empties every slot: the next calls check connections out anew.
+    pub(crate) fn drop_all(&self) {
+        for slot in &self.slots {
+            lock(slot).take();
+        }
+    }
 }
 
-fn lock(slot: &Mutex<Option<Conn>>) -> std::sync::MutexGuard<'_, Option<Conn>> {
+/// The server refused a write because it is a replica: a primary demoted
+/// by a failover. Nothing was written: on a replica every write command
+/// fails, inside a script too, so a script that answered `READONLY` changed
+/// nothing (our scripts write only after their reads), and retrying it on
+/// the new primary is safe.
+pub(crate) fn is_readonly(error: &RedisError) -> bool {
+    error.code() == Some("READONLY")
+}
+
+fn lock<T>(slot: &Mutex<Option<T>>) -> std::sync::MutexGuard<'_, Option<T>> {
     // A slot only ever holds a complete value, so a panic elsewhere while it
     // was locked leaves nothing half-written.
     slot.lock().unwrap_or_else(PoisonError::into_inner)

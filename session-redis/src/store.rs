@@ -13,7 +13,7 @@ use session_core::{
     DeleteOutcome, Record, SaveOutcome, SessionInfo, SessionStore, StoreError, StoreKey,
 };
 
-use crate::connection::{Conn, Connections, Pool};
+use crate::connection::{Conn, Connections, Pool, is_readonly};
 use crate::encoding::{self, millis};
 use crate::scripts;
 
@@ -65,14 +65,42 @@ const _: () = assert!(
 pub struct RedisStore {
     connections: Arc<Connections>,
     prefix: Arc<str>,
+    durability: Durability,
+    failover_retry: Duration,
+}
+
+/// How many replicas must confirm a write before it is acknowledged.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Durability {
+    pub(crate) replicas: u32,
+    pub(crate) timeout: Duration,
+}
+
+/// A write was applied on the primary, but fewer replicas than
+/// [`durable`](crate::RedisStoreBuilder::durable) asks for confirmed it in
+/// time: the store call failed (the layer answers 503 with `Retry-After`).
+/// It is the source of the call's [`StoreError::Backend`].
+///
+/// The store then holds the write on its primary, and on `confirmed`
+/// replicas: a failover to a replica that missed it goes back to the state
+/// before it.
+#[derive(Debug, thiserror::Error)]
+#[error("{confirmed} of the {wanted} replicas asked for confirmed the write in time")]
+pub struct NotReplicated {
+    /// Replicas asked for.
+    pub wanted: u32,
+    /// Replicas that confirmed (`WAIT`'s answer).
+    pub confirmed: u32,
 }
 
 impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
             .field("cluster", &self.connections.pool().is_cluster())
+            .field("sentinel", &self.connections.pool().is_sentinel())
             .field("key_prefix", &self.prefix)
             .field("shared_connections", &self.connections.slots())
+            .field("durable", &self.durability.replicas)
             .finish_non_exhaustive()
     }
 }
@@ -114,7 +142,25 @@ impl RedisStore {
         Self {
             connections: Arc::new(Connections::new(pool, DEFAULT_SHARED_CONNECTIONS)),
             prefix: Arc::from(DEFAULT_KEY_PREFIX),
+            durability: Durability {
+                replicas: 0,
+                timeout: crate::DEFAULT_DURABLE_TIMEOUT,
+            },
+            failover_retry: crate::DEFAULT_FAILOVER_RETRY,
         }
+    }
+
+    pub(crate) fn configured(mut self, durability: Durability, failover_retry: Duration) -> Self {
+        self.durability = durability;
+        self.failover_retry = failover_retry;
+        self
+    }
+
+    /// How many replicas must confirm each write (see
+    /// [`RedisStoreBuilder::durable`](crate::RedisStoreBuilder::durable)); 0
+    /// when writes are acknowledged without waiting.
+    pub fn durable_replicas(&self) -> u32 {
+        self.durability.replicas
     }
 
     /// The prefix of every key this store writes (default
@@ -171,12 +217,83 @@ impl RedisStore {
     /// Runs one command or script on a shared connection.
     async fn run<T, F>(&self, call: F) -> Result<T, StoreError>
     where
-        F: AsyncFnOnce(&mut Conn) -> redis::RedisResult<T>,
+        F: AsyncFnOnce(&mut Conn) -> redis::RedisResult<T> + Clone,
     {
-        let mut conn = self.connections.get().await?;
-        call(&mut conn)
+        self.attempt(call).await.map(|(value, _)| value)
+    }
+
+    /// Runs one write, then, when `wrote` says it wrote something and the
+    /// store is [durable](crate::RedisStoreBuilder::durable), `WAIT`s on the
+    /// same connection for the replicas. `WAIT` covers every write this
+    /// connection sent before it, and the replication stream is one ordered
+    /// log, so it also covers the writes of the same call that went over
+    /// another connection before (the principal index).
+    async fn run_write<T, F>(&self, call: F, wrote: impl Fn(&T) -> bool) -> Result<T, StoreError>
+    where
+        F: AsyncFnOnce(&mut Conn) -> redis::RedisResult<T> + Clone,
+    {
+        let (value, mut conn) = self.attempt(call).await?;
+        let wanted = self.durability.replicas;
+        if wanted == 0 || !wrote(&value) {
+            return Ok(value);
+        }
+        let timeout = millis(self.durability.timeout).max(1);
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(wanted).arg(timeout);
+        // Not retried: the write is applied, only its replication is unknown.
+        let confirmed: i64 = wait
+            .query_async(&mut conn)
             .await
-            .map_err(|e| self.connections.failed(e))
+            .map_err(|e| self.connections.failed(e))?;
+        let confirmed = u32::try_from(confirmed.max(0)).unwrap_or(u32::MAX);
+        if confirmed < wanted {
+            tracing::warn!(
+                wanted,
+                confirmed,
+                "a session write was not confirmed by enough replicas; answered as a store failure"
+            );
+            if self.connections.pool().is_sentinel() {
+                // A primary that lost its replicas may be a demoted one that
+                // has not heard of the failover yet: ask the sentinels again.
+                self.connections.drop_all();
+            }
+            return Err(StoreError::backend(NotReplicated { wanted, confirmed }));
+        }
+        Ok(value)
+    }
+
+    /// Runs `call` on a shared connection; gives its answer and the
+    /// connection it ran on. Behind Sentinel, retries (for at most
+    /// `failover_retry`, with a short backoff) while no primary can be
+    /// reached or the server answers `READONLY`: in both cases the command
+    /// did not run (see `connection::is_readonly`). Any other failure,
+    /// after which a write may have applied, is returned at once.
+    async fn attempt<T, F>(&self, call: F) -> Result<(T, Conn), StoreError>
+    where
+        F: AsyncFnOnce(&mut Conn) -> redis::RedisResult<T> + Clone,
+    {
+        let retry = self.connections.pool().is_sentinel();
+        let deadline = Instant::now() + self.failover_retry;
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            let error = match self.connections.get().await {
+                Ok(mut conn) => match call.clone()(&mut conn).await {
+                    Ok(value) => return Ok((value, conn)),
+                    Err(e) if retry && is_readonly(&e) => {
+                        tracing::debug!("the server is no primary any more; asking the sentinels");
+                        self.connections.failed(e)
+                    }
+                    Err(e) => return Err(self.connections.failed(e)),
+                },
+                Err(error) if retry => error,
+                Err(error) => return Err(error),
+            };
+            if Instant::now() + backoff > deadline {
+                return Err(error);
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(200));
+        }
     }
 
     /// Notes `key` in `principal`'s set before the write that gives the record
@@ -412,8 +529,11 @@ impl RedisStore {
                 .arg(principal)
                 .arg(to_unix_ms(record.absolute_deadline));
         }
-        self.run(async |conn| invocation.invoke_async(conn).await)
-            .await
+        self.run_write(
+            async |conn| invocation.invoke_async(conn).await,
+            |outcome| *outcome == SAVED,
+        )
+        .await
     }
 }
 
@@ -442,7 +562,9 @@ impl SessionStore for RedisStore {
                 .arg("PX")
                 .arg(ttl)
                 .arg("NX");
-            let reply: Option<()> = self.run(async |conn| set.query_async(conn).await).await?;
+            let reply: Option<()> = self
+                .run_write(async |conn| set.query_async(conn).await, Option::is_some)
+                .await?;
             if reply.is_some() {
                 self.index_again_if_slow(key, record, indexed).await?;
                 return Ok(true);
@@ -455,7 +577,10 @@ impl SessionStore for RedisStore {
             .arg(millis(record.ttl(now)))
             .arg(&value);
         let created: i64 = self
-            .run(async |conn| invocation.invoke_async(conn).await)
+            .run_write(
+                async |conn| invocation.invoke_async(conn).await,
+                |created| *created == 1,
+            )
             .await?;
         if created == 1 && ttl > 0 {
             self.index_again_if_slow(key, record, indexed).await?;
@@ -553,9 +678,12 @@ impl SessionStore for RedisStore {
     /// keeps the key until a listing finds it dead and buries it.
     async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
         let record_key = self.record_key(key);
-        self.run(async |conn| conn.del::<_, i64>(&record_key).await)
-            .await
-            .map(drop)
+        self.run_write(
+            async |conn| conn.del::<_, i64>(&record_key).await,
+            |deleted| *deleted > 0,
+        )
+        .await
+        .map(drop)
     }
 
     /// One `delete_if_unchanged` script. Like `delete`, it leaves the key in
@@ -568,7 +696,10 @@ impl SessionStore for RedisStore {
         let mut invocation = scripts::DELETE_IF_UNCHANGED.key(self.record_key(key));
         invocation.arg(to_unix_ms(now())).arg(expected_version);
         let outcome: i64 = self
-            .run(async |conn| invocation.invoke_async(conn).await)
+            .run_write(
+                async |conn| invocation.invoke_async(conn).await,
+                |outcome| *outcome == SAVED,
+            )
             .await?;
         Ok(match outcome {
             SAVED => DeleteOutcome::Deleted,
@@ -633,7 +764,10 @@ impl SessionStore for RedisStore {
             let mut invocation = scripts::DELETE_OWNED.key(self.record_key(key));
             invocation.arg(now).arg(principal).arg(ttl);
             let outcome: i64 = self
-                .run(async |conn| invocation.invoke_async(conn).await)
+                .run_write(
+                    async |conn| invocation.invoke_async(conn).await,
+                    |outcome| *outcome == 1,
+                )
                 .await?;
             Ok::<_, StoreError>((key, outcome))
         });

@@ -1,5 +1,6 @@
 //! The shared conformance suite (store contract and HTTP level) on
-//! `RedisStore`: on a standalone server, and on a Redis Cluster (`cluster::*`).
+//! `RedisStore`: on a standalone server, on a Redis Cluster (`cluster::*`), and
+//! on the primary behind Redis Sentinel (`sentinel::*`, durable=1 by default).
 //! Each test gets a store under a fresh key prefix.
 
 mod common;
@@ -8,4 +9,8 @@ session_core::conformance_tests!(async { crate::common::standalone_store().await
 
 session_core::conformance_tests!(prefix = cluster, async {
     crate::common::cluster_store().await
+});
+
+session_core::conformance_tests!(prefix = sentinel, async {
+    crate::common::sentinel_store().await
 });

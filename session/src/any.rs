@@ -90,7 +90,8 @@ impl AnyStore {
         self.memory.as_ref()
     }
 
-    /// The backend's name: `memory`, `redis`, `redis+cluster`, `postgres` or `mysql`.
+    /// The backend's name: `memory`, `redis`, `redis+cluster`, `redis+sentinel`,
+    /// `postgres` or `mysql`.
     pub fn backend(&self) -> &'static str {
         self.backend
     }
@@ -155,8 +156,26 @@ async fn connect_backend(backend: &Backend) -> Result<AnyStore, ConnectError> {
             let builder = session_redis::RedisStore::cluster_builder(nodes.iter().cloned());
             redis_store("redis+cluster", builder, *pool, prefix.as_deref())
         }
+        #[cfg(feature = "redis")]
+        Backend::RedisSentinel {
+            sentinels,
+            master,
+            prefix,
+            durable,
+            durable_timeout_ms,
+        } => {
+            let mut builder =
+                session_redis::RedisStore::sentinel_builder(sentinels.iter().cloned(), master);
+            if let Some(replicas) = durable {
+                builder = builder.durable(*replicas);
+            }
+            if let Some(ms) = durable_timeout_ms {
+                builder = builder.durable_timeout(Duration::from_millis(*ms));
+            }
+            redis_store("redis+sentinel", builder, None, prefix.as_deref())
+        }
         #[cfg(not(feature = "redis"))]
-        Backend::Redis { .. } | Backend::RedisCluster { .. } => {
+        Backend::Redis { .. } | Backend::RedisCluster { .. } | Backend::RedisSentinel { .. } => {
             Err(ConfigError::NotCompiledIn("redis").into())
         }
         #[cfg(feature = "postgres")]

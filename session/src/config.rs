@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 /// | `memory://?capacity=100000` | in-process memory (stateful) |
 /// | `redis://127.0.0.1:6379/0?pool=16&prefix=myapp:` | one Redis server |
 /// | `redis+cluster://10.0.0.1:7000,10.0.0.2:7000?prefix=myapp:` | Redis Cluster (seed nodes) |
+/// | `redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster?durable=1&durable_timeout=250ms` | the primary of `mymaster`, found and followed through its sentinels |
 /// | `postgres://app@db/app?schema=sessions&table=sessions&pool=10` | Postgres |
 /// | `mysql://app:secret@db/app?table=sessions&pool=10` (or `mariadb://`) | MySQL 8 / MariaDB |
 ///
@@ -84,6 +85,26 @@ pub enum Backend {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         prefix: Option<String>,
     },
+    /// The primary of a Redis replication group that Redis Sentinel
+    /// manages: found through the sentinels, followed across failovers.
+    RedisSentinel {
+        /// The sentinels, each `redis://host:port`.
+        sentinels: Vec<String>,
+        /// The primary's name, as in the sentinels' `sentinel monitor`.
+        master: String,
+        /// Key prefix.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prefix: Option<String>,
+        /// Replicas that must confirm each write before it is acknowledged
+        /// (`WAIT`); default 1 (see `session_redis::DEFAULT_SENTINEL_DURABLE`
+        /// for why), 0 to acknowledge without waiting.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        durable: Option<u32>,
+        /// How long a write waits for those replicas, in milliseconds
+        /// (default 250).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        durable_timeout_ms: Option<u64>,
+    },
     /// Postgres.
     Postgres {
         /// `postgres://user[:password]@host[:port]/db[?client options]`, without our options.
@@ -125,12 +146,15 @@ pub enum ConfigError {
     NotAUrl(String),
     /// A scheme no backend answers to.
     #[error(
-        "unknown store scheme `{0}` (expected memory, redis, redis+cluster, postgres, postgresql, mysql or mariadb)"
+        "unknown store scheme `{0}` (expected memory, redis, redis+cluster, redis+sentinel, postgres, postgresql, mysql or mariadb)"
     )]
     UnknownScheme(String),
     /// The URL names no host where one is needed.
     #[error("store URL has no host")]
     MissingHost,
+    /// A `redis+sentinel://` URL without `/MASTER_NAME` after its sentinels.
+    #[error("redis+sentinel URL has no /MASTER_NAME after the sentinels")]
+    MissingMasterName,
     /// A host's port is not a number from 1 to 65535.
     #[error("invalid port `{0}`")]
     InvalidPort(String),
@@ -224,14 +248,31 @@ impl StoreConfig {
                 let pool = options.take("pool", parse_pool, "a pool size from 1")?;
                 let prefix = options.take("prefix", |v| Some(v.to_owned()), "a string")?;
                 options.finish("redis+cluster", false)?;
-                let nodes = check_hosts(body, true)?
-                    .into_iter()
-                    .map(|host| format!("redis://{host}"))
-                    .collect();
+                let nodes = redis_urls(body)?;
                 Backend::RedisCluster {
                     nodes,
                     pool,
                     prefix,
+                }
+            }
+            "redis+sentinel" => {
+                let prefix = options.take("prefix", |v| Some(v.to_owned()), "a string")?;
+                let durable =
+                    options.take("durable", |v| v.parse().ok(), "a number of replicas")?;
+                let durable_timeout_ms =
+                    options.take("durable_timeout", parse_timeout, TIMEOUT_FORMAT)?;
+                options.finish("redis+sentinel", false)?;
+                let (hosts, master) = body.split_once('/').ok_or(ConfigError::MissingMasterName)?;
+                if master.is_empty() || master.contains('/') {
+                    return Err(ConfigError::MissingMasterName);
+                }
+                let sentinels = redis_urls(hosts)?;
+                Backend::RedisSentinel {
+                    sentinels,
+                    master: master.to_owned(),
+                    prefix,
+                    durable,
+                    durable_timeout_ms,
                 }
             }
             "postgres" | "postgresql" => {
@@ -346,6 +387,14 @@ fn check_hosts(body: &str, many: bool) -> Result<Vec<String>, ConfigError> {
     Ok(checked)
 }
 
+/// Comma-separated `host:port`s (each port required), as `redis://host:port`.
+fn redis_urls(hosts: &str) -> Result<Vec<String>, ConfigError> {
+    Ok(check_hosts(hosts, true)?
+        .into_iter()
+        .map(|host| format!("redis://{host}"))
+        .collect())
+}
+
 /// Query options, consumed one by one so leftovers can be reported.
 struct Options(Vec<(String, String)>);
 
@@ -449,6 +498,31 @@ mod tests {
                     prefix: Some("s:".into()),
                 },
                 None,
+            ),
+            (
+                "redis+sentinel://127.0.0.1:26379,127.0.0.1:26380/mymaster",
+                Backend::RedisSentinel {
+                    sentinels: vec![
+                        "redis://127.0.0.1:26379".into(),
+                        "redis://127.0.0.1:26380".into(),
+                    ],
+                    master: "mymaster".into(),
+                    prefix: None,
+                    durable: None,
+                    durable_timeout_ms: None,
+                },
+                None,
+            ),
+            (
+                "redis+sentinel://s1:26379/m?durable=2&durable_timeout=100ms&prefix=a:&timeout=1s",
+                Backend::RedisSentinel {
+                    sentinels: vec!["redis://s1:26379".into()],
+                    master: "m".into(),
+                    prefix: Some("a:".into()),
+                    durable: Some(2),
+                    durable_timeout_ms: Some(100),
+                },
+                Some(1000),
             ),
             (
                 "postgres://app@db.internal/app?schema=auth&table=web_sessions&pool=8&timeout=1500",
@@ -570,6 +644,33 @@ mod tests {
             (
                 "redis+cluster://a:1?schema=s",
                 unknown("redis+cluster", "schema"),
+            ),
+            ("redis+sentinel://s1:26379", ConfigError::MissingMasterName),
+            ("redis+sentinel://s1:26379/", ConfigError::MissingMasterName),
+            (
+                "redis+sentinel://s1:26379/a/b",
+                ConfigError::MissingMasterName,
+            ),
+            (
+                "redis+sentinel://s1/m",
+                ConfigError::InvalidPort(String::new()),
+            ),
+            ("redis+sentinel://s1:26379,:1/m", ConfigError::MissingHost),
+            (
+                "redis+sentinel://s1:26379/m?durabel=1",
+                unknown("redis+sentinel", "durabel"),
+            ),
+            (
+                "redis+sentinel://s1:26379/m?pool=4",
+                unknown("redis+sentinel", "pool"),
+            ),
+            (
+                "redis+sentinel://s1:26379/m?durable=-1",
+                invalid("durable", "-1", "a number of replicas"),
+            ),
+            (
+                "redis+sentinel://s1:26379/m?durable_timeout=soon",
+                invalid("durable_timeout", "soon", TIMEOUT_FORMAT),
             ),
             (
                 "postgres://u@db:5x/app",

@@ -16,7 +16,7 @@ pub use session_core::*;
 #[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
 pub use session_memory::{self as memory, MemoryStore};
 
-/// The Redis store, standalone and Cluster (feature `redis`).
+/// The Redis store: standalone, behind Sentinel, and Cluster (feature `redis`).
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use session_redis::{self as redis, RedisStore};

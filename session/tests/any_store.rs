@@ -2,8 +2,8 @@
 //! `AnyStore`, on every backend, each picked by a URL as an app would.
 //!
 //! Redis, Postgres and MariaDB come from REDIS_URL, REDIS_CLUSTER_NODES,
-//! DATABASE_URL and MYSQL_URL, which `scripts/test` sets after starting
-//! throwaway servers.
+//! REDIS_SENTINEL_URL, DATABASE_URL and MYSQL_URL, which `scripts/test` sets
+//! after starting throwaway servers.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests
 
 mod common;
@@ -53,6 +53,19 @@ async fn redis_cluster() -> AnyStore {
     connect(&format!("redis+cluster://{nodes}?prefix=any-{}:", fresh())).await
 }
 
+#[cfg(feature = "redis")]
+async fn redis_sentinel() -> AnyStore {
+    // The default durable=1, said out loud so the URL reads as a deployment's.
+    let url = format!(
+        "{}?durable=1&durable_timeout=250ms&prefix=any-{}:",
+        env("REDIS_SENTINEL_URL"),
+        fresh()
+    );
+    let store = connect(&url).await;
+    assert_eq!(store.backend(), "redis+sentinel");
+    store
+}
+
 #[cfg(feature = "postgres")]
 async fn postgres() -> AnyStore {
     connect(&database_url(&format!("schema=any_{}&pool=32", fresh()))).await
@@ -73,6 +86,11 @@ session_core::conformance_tests!(prefix = memory, async { super::memory().await 
 
 #[cfg(feature = "redis")]
 session_core::conformance_tests!(prefix = redis, async { super::redis().await });
+
+#[cfg(feature = "redis")]
+session_core::conformance_tests!(prefix = redis_sentinel, async {
+    super::redis_sentinel().await
+});
 
 #[cfg(feature = "redis")]
 session_core::conformance_tests!(prefix = redis_cluster, async {

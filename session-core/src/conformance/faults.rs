@@ -10,6 +10,12 @@
 //! back; no session is replaced; and every write answered 2xx is still there
 //! afterwards (the writes answered 503 are counted: applied or not).
 //!
+//! A fault that a backend does not promise to survive without loss (a
+//! failover to an asynchronous replica) runs with [`under_load_with`] and
+//! [`Durability::CountLost`]: the acknowledged writes that vanished are
+//! then counted and returned in the [`Report`] instead of failing the test,
+//! so the test can report (and assert) the measured loss.
+//!
 //! A backend's test builds the app with [`app`] on a store of its own server
 //! and hands [`under_load`] the fault to inject:
 //!
@@ -81,8 +87,81 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = ()>,
 {
+    under_load_with(app, fault, Plan::default(), inject).await;
+}
+
+/// What a fault test expects of the writes acknowledged around the fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// Every write answered 2xx is still there afterwards (asserted).
+    AllKept,
+    /// Acknowledged writes may vanish (an asynchronous replica promoted):
+    /// they are counted in [`Report::lost`], and every other assertion holds.
+    CountLost,
+}
+
+/// How [`under_load_with`] runs a fault.
+#[derive(Clone, Copy, Debug)]
+pub struct Plan {
+    /// Steady load before the fault is injected (default [`STEADY`]).
+    pub before: Duration,
+    /// What is asserted of the acknowledged writes (default
+    /// [`Durability::AllKept`]).
+    pub durability: Durability,
+}
+
+impl Default for Plan {
+    fn default() -> Self {
+        Self {
+            before: STEADY,
+            durability: Durability::AllKept,
+        }
+    }
+}
+
+/// What a fault test measured.
+#[derive(Debug)]
+pub struct Report {
+    /// Requests sent, the users' first ones included.
+    pub requests: usize,
+    /// Requests answered 503.
+    pub failed: usize,
+    /// The longest any request took.
+    pub longest: Duration,
+    /// The fault window.
+    pub window: Window,
+    /// Acknowledged increments that are not in the counts afterwards: the
+    /// drops of each user's acknowledged counts (a count at or below an
+    /// earlier acknowledged one), and of its final count below its last
+    /// acknowledged one. Always 0 under [`Durability::AllKept`].
+    pub lost: u64,
+    /// Writes answered 503 (applied or not).
+    pub ambiguous: u64,
+}
+
+impl Report {
+    /// From the fault to the first success of a request that started once
+    /// the server was back.
+    pub fn fault_to_success(&self) -> Duration {
+        self.window.recovered - self.window.injected
+    }
+}
+
+/// [`under_load`] with a [`Plan`]: `plan.before` of steady load, then
+/// `inject`, recovery, [`STEADY`] load again, the counts read back, and
+/// [`check_with`]; returns what was measured.
+///
+/// # Panics
+///
+/// When any of the assertions in the [module docs](self) fails (under
+/// [`Durability::CountLost`], all but the one on acknowledged writes).
+pub async fn under_load_with<F, Fut>(app: &Router, fault: &str, plan: Plan, inject: F) -> Report
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = ()>,
+{
     let load = Load::start(app).await;
-    tokio::time::sleep(STEADY).await;
+    tokio::time::sleep(plan.before).await;
     let injected = load.now();
     inject().await;
     let back = load.now();
@@ -90,7 +169,7 @@ where
     tokio::time::sleep(STEADY).await;
     let (outcomes, cookies) = load.finish().await;
     let finals = read_counts(app, &cookies).await;
-    check(fault, &outcomes, &window, &finals);
+    check_with(fault, plan.durability, &outcomes, window, &finals)
 }
 
 /// One request of the load, as its user saw it.
@@ -120,7 +199,7 @@ impl Outcome {
 }
 
 /// The fault window, in time since the load started.
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct Window {
     /// The fault was injected.
     pub injected: Duration,
@@ -281,6 +360,23 @@ pub async fn read_counts(app: &Router, cookies: &[String]) -> Vec<u64> {
 
 /// The assertions shared by every fault (see the [module docs](self)).
 pub fn check(fault: &str, outcomes: &[Outcome], window: &Window, finals: &[u64]) {
+    check_with(fault, Durability::AllKept, outcomes, *window, finals);
+}
+
+/// [`check`], with the acknowledged writes asserted kept or only counted
+/// lost, as `durability` says; returns what was measured.
+///
+/// # Panics
+///
+/// When an assertion fails.
+pub fn check_with(
+    fault: &str,
+    durability: Durability,
+    outcomes: &[Outcome],
+    window: Window,
+    finals: &[u64],
+) -> Report {
+    let window = &window;
     let failed: Vec<&Outcome> = outcomes.iter().filter(|o| !o.status.is_success()).collect();
     let longest = outcomes.iter().map(|o| o.took).max().unwrap_or_default();
     let last_failure = failed.iter().map(|o| o.start).max();
@@ -334,36 +430,70 @@ pub fn check(fault: &str, outcomes: &[Outcome], window: &Window, finals: &[u64])
     // acknowledged counts must rise; a write answered 503 may or may not
     // have been applied, so the final count lies between the acknowledged
     // writes and those plus the unacknowledged ones.
-    let (mut ambiguous_writes, mut ambiguous_applied) = (0, 0);
+    let (mut ambiguous_writes, mut ambiguous_applied, mut lost) = (0, 0, 0);
     for (user, &last) in finals.iter().enumerate() {
         let mine: Vec<&Outcome> = outcomes.iter().filter(|o| o.user == user).collect();
         let acked: Vec<&Outcome> = mine.iter().copied().filter(|o| o.count.is_some()).collect();
-        for pair in acked.windows(2) {
+        let counts: Vec<u64> = acked.iter().filter_map(|o| o.count).collect();
+        // A count at or below an earlier acknowledged one: the increments
+        // from it up to the earlier one were lost (the user sends one
+        // request at a time).
+        let mut user_lost: u64 = counts
+            .windows(2)
+            .map(|pair| (pair[0] + 1).saturating_sub(pair[1]))
+            .sum();
+        user_lost += counts.last().map_or(0, |&top| top.saturating_sub(last));
+        let ambiguous = mine.len() as u64 - acked.len() as u64;
+        if durability == Durability::AllKept {
+            for pair in acked.windows(2) {
+                assert!(
+                    pair[0].count < pair[1].count,
+                    "{fault}: user {user}'s acknowledged count went back: {:?} then {:?}",
+                    pair[0],
+                    pair[1]
+                );
+            }
+            let before_fault = acked.iter().filter(|o| o.end() < window.injected).count() as u64;
+            let acked = acked.len() as u64;
             assert!(
-                pair[0].count < pair[1].count,
-                "{fault}: user {user}'s acknowledged count went back: {:?} then {:?}",
-                pair[0],
-                pair[1]
+                last >= before_fault,
+                "{fault}: user {user} had {before_fault} writes acknowledged before the fault, \
+                 {last} after it"
+            );
+            assert!(
+                acked <= last && last <= acked + ambiguous,
+                "{fault}: user {user}: {acked} writes acknowledged, {ambiguous} answered 503, \
+                 but the count is {last}"
+            );
+            ambiguous_applied += last - acked;
+        } else {
+            // Lost writes lower the count; nothing raises it past the writes sent.
+            let sent = mine.len() as u64;
+            assert!(
+                last <= sent,
+                "{fault}: user {user} sent {sent} writes, but the count is {last}"
             );
         }
-        let before_fault = acked.iter().filter(|o| o.end() < window.injected).count() as u64;
-        let acked = acked.len() as u64;
-        let ambiguous = mine.len() as u64 - acked;
-        assert!(
-            last >= before_fault,
-            "{fault}: user {user} had {before_fault} writes acknowledged before the fault, \
-             {last} after it"
-        );
-        assert!(
-            acked <= last && last <= acked + ambiguous,
-            "{fault}: user {user}: {acked} writes acknowledged, {ambiguous} answered 503, \
-             but the count is {last}"
-        );
         ambiguous_writes += ambiguous;
-        ambiguous_applied += last - acked;
+        lost += user_lost;
     }
-    println!(
-        "{fault}: every acknowledged write kept; of the {ambiguous_writes} writes answered 503, \
-         {ambiguous_applied} were applied anyway"
-    );
+    if durability == Durability::AllKept {
+        println!(
+            "{fault}: every acknowledged write kept; of the {ambiguous_writes} writes answered 503, \
+             {ambiguous_applied} were applied anyway"
+        );
+    } else {
+        let acked = outcomes.iter().filter(|o| o.count.is_some()).count();
+        println!(
+            "{fault}: {lost} of {acked} acknowledged increments lost; {ambiguous_writes} writes answered 503"
+        );
+    }
+    Report {
+        requests: outcomes.len(),
+        failed: failed.len(),
+        longest,
+        window: *window,
+        lost,
+        ambiguous: ambiguous_writes,
+    }
 }
