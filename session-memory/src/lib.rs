@@ -5,12 +5,7 @@ use std::any::Any;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
-use std::time::{Duration, Instant};
 
-use moka::Expiry as CacheExpiry;
-use moka::future::Cache;
-use moka::ops::compute::Op;
-use moka::policy::EvictionPolicy;
 use serde_json::Value;
 use session_core::record::now;
 use session_core::time::OffsetDateTime;
@@ -20,26 +15,29 @@ use session_core::{
 };
 use tokio::sync::Notify;
 
-pub use moka;
+mod engine;
 
-/// Stripes of the per-key locks every change of a session is made under
-/// (moka's own per-key `and_compute_with` cost about 13 000 instructions a
-/// call; a stripe lock and a plain `get` and `insert` about half that).
+use engine::{Applied, Engine, Op};
+
+/// Stripes of the async per-key locks a drain's hand-over holds across its
+/// copy to the target (see [`MemoryStore::compute`]).
 const KEY_LOCKS: usize = 4096;
 
 /// Sessions a [`MemoryStore::new`] store holds at most.
 pub const DEFAULT_CAPACITY: u64 = 1_000_000;
 
-/// Sessions in this process's memory, on a [moka] cache: the stateful mode.
+/// Sessions in this process's memory: the stateful mode.
 ///
-/// Each record expires by itself at its own deadline (moka's per-entry
-/// expiry); the cache holds at most its capacity, evicting the least useful
-/// sessions first when full. Records are copied in and out: a handler never
-/// mutates a stored value in place. Every change of a session (`create`, the
-/// compare-and-set `save`, `touch`, deletes) is decided and made under the
-/// key's lock, one of 4096 striped async locks: two sessions on one stripe
-/// take turns for the few hundred nanoseconds of a change (and, while a
-/// drain copies one of them, for the copy's round trip to the target).
+/// Sessions live in a sharded hash map (up to 256 shards, each behind its
+/// own short mutex). Each record expires at its own deadlines: an expired
+/// record is never returned, and its memory is reclaimed when its shard
+/// fills up, every 1024 new sessions in a shard, or on
+/// [`delete_expired`](SessionStore::delete_expired). The store holds at most
+/// its capacity, evicting the least recently used sessions of a full shard
+/// first. Records are copied in and out: a handler never mutates a stored
+/// value in place. Every change of a session (`create`, the compare-and-set
+/// `save`, `touch`, deletes) is decided and made in one critical section on
+/// its shard, so two changes of one key never interleave.
 ///
 /// Cloning is cheap and clones share the sessions.
 ///
@@ -55,7 +53,7 @@ pub const DEFAULT_CAPACITY: u64 = 1_000_000;
 /// ```
 #[derive(Clone)]
 pub struct MemoryStore {
-    cache: Cache<StoreKey, Arc<Stored>>,
+    engine: Arc<Engine>,
     /// Per-key locks, striped: see [`MemoryStore::compute`].
     locks: Arc<[tokio::sync::Mutex<()>]>,
     index: Arc<Mutex<PrincipalIndex>>,
@@ -160,7 +158,7 @@ impl Drop for Creating<'_> {
     }
 }
 
-/// A record as the cache holds it: its fields in `meta`, whose own data map
+/// A record as the store holds it: its fields in `meta`, whose own data map
 /// stays empty (an empty map allocates nothing), and the data as one
 /// exact-size slice in key order. A `serde_json::Map` is a B-tree whose
 /// smallest node has room for 11 entries, over 600 bytes for a session
@@ -267,7 +265,7 @@ impl PrincipalIndex {
 impl std::fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MemoryStore")
-            .field("sessions", &self.cache.entry_count())
+            .field("sessions", &self.engine.len())
             .field("draining", &self.is_draining())
             .finish_non_exhaustive()
     }
@@ -304,49 +302,21 @@ pub struct DrainReport {
     pub kept: u64,
 }
 
-/// Per-entry expiry: an entry lives until its record's deadline.
-struct RecordDeadline;
-
-impl CacheExpiry<StoreKey, Arc<Stored>> for RecordDeadline {
-    fn expire_after_create(
-        &self,
-        _key: &StoreKey,
-        record: &Arc<Stored>,
-        _created_at: Instant,
-    ) -> Option<Duration> {
-        Some(record.ttl(now()))
-    }
-
-    fn expire_after_update(
-        &self,
-        _key: &StoreKey,
-        record: &Arc<Stored>,
-        _updated_at: Instant,
-        _duration_until_expiry: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(record.ttl(now()))
-    }
-}
-
 impl MemoryStore {
     /// A store holding at most [`DEFAULT_CAPACITY`] sessions.
     pub fn new() -> Self {
         Self::with_capacity(DEFAULT_CAPACITY)
     }
 
-    /// A store holding at most `max_sessions` sessions. When it is full, a
-    /// new session evicts the least recently used one.
-    ///
-    /// (Least recently used, not moka's default TinyLFU: TinyLFU may refuse
-    /// to admit a new entry when the cache is full of frequently read ones,
-    /// which for sessions would silently drop every new login.)
+    /// A store holding at most about `max_sessions` sessions. Each shard
+    /// holds its share (`max_sessions` over the shard count, rounded up);
+    /// a new session arriving in a full shard first drops the shard's
+    /// expired sessions, then evicts its least recently used thirty-second
+    /// (at least one session). A new session is always admitted: however
+    /// busy the others are, a login is never refused for lack of room.
     pub fn with_capacity(max_sessions: u64) -> Self {
         Self {
-            cache: Cache::builder()
-                .max_capacity(max_sessions)
-                .eviction_policy(EvictionPolicy::lru())
-                .expire_after(RecordDeadline)
-                .build(),
+            engine: Arc::new(Engine::with_capacity(max_sessions)),
             locks: (0..KEY_LOCKS)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
@@ -355,10 +325,10 @@ impl MemoryStore {
         }
     }
 
-    /// The number of sessions held (approximate: expired entries may still
-    /// count until the cache's housekeeping runs).
+    /// The number of sessions held (approximate: expired sessions count
+    /// until their memory is reclaimed, see [`MemoryStore`]).
     pub fn len(&self) -> u64 {
-        self.cache.entry_count()
+        self.engine.len()
     }
 
     /// Whether the store holds no sessions (approximate, like [`len`](Self::len)).
@@ -441,11 +411,7 @@ impl MemoryStore {
         // No create still inserting into memory: the list below is complete,
         // and nothing is put into memory after it.
         self.drain.creates_settled().await;
-        let keys: Vec<StoreKey> = self
-            .cache
-            .iter()
-            .map(|(key, _)| StoreKey::clone(&key))
-            .collect();
+        let keys = self.engine.keys();
         let mut kept = 0;
         for key in keys {
             if self.hand_over(&key).await? == HandOver::Refused {
@@ -483,7 +449,7 @@ impl MemoryStore {
     /// between the copy and the removal.
     async fn hand_over(&self, key: &StoreKey) -> Result<HandOver, StoreError> {
         // Nothing is put into memory while draining: absent stays absent.
-        if !self.cache.contains_key(key) {
+        if !self.engine.contains(key) {
             return Ok(HandOver::Absent);
         }
         match tokio::runtime::Handle::try_current() {
@@ -505,7 +471,7 @@ impl MemoryStore {
         // Under the key's lock: no call on this key runs until the copy is
         // made and the record removed here.
         let _turn = self.lock(key).await;
-        let current = self.cache.get(key).await;
+        let current = self.engine.get(key);
         let Some(stored) = live(current.as_ref(), now()) else {
             return Ok(HandOver::Absent);
         };
@@ -528,7 +494,7 @@ impl MemoryStore {
             if let Some(p) = &stored.principal {
                 self.index().remove(p, key);
             }
-            self.cache.invalidate(key).await;
+            self.engine.remove(key);
             removed = true;
         }
         match outcome {
@@ -557,27 +523,28 @@ impl MemoryStore {
         self.locks[stripe].lock().await
     }
 
-    /// Decides what to do with `key`'s current entry (`None` when absent or
-    /// expired) under the key's lock, and does it: the one way this store
-    /// changes a key, so that a decision and its write are atomic.
+    /// Decides what to do with `key`'s current entry (`None` when absent;
+    /// an expired entry is given as it is) under the key's lock, and does
+    /// it: the one way this store changes a key, so that a decision and its
+    /// write are atomic.
+    ///
+    /// The key's lock is its shard's mutex ([`Engine::compute`]). While a
+    /// drain runs, the key's stripe lock is taken first too: a hand-over
+    /// holds it across its copy to the target, so no change of the key
+    /// runs between the copy and the removal here. (A change that started
+    /// before the drain and skipped the stripe lock still decides under the
+    /// shard mutex, after `draining` was set, so it sees the drain and
+    /// forwards instead of writing here.)
     async fn compute(
         &self,
         key: &StoreKey,
-        decide: impl FnOnce(Option<&Arc<Stored>>) -> Op<Arc<Stored>>,
+        decide: impl FnOnce(Option<&Arc<Stored>>) -> Op,
     ) -> Applied {
-        let _turn = self.lock(key).await;
-        let current = self.cache.get(key).await;
-        match decide(current.as_ref()) {
-            Op::Nop => Applied::Nothing,
-            Op::Put(stored) => {
-                self.cache.insert(key.clone(), stored).await;
-                Applied::Put
-            }
-            Op::Remove => {
-                self.cache.invalidate(key).await;
-                Applied::Removed
-            }
+        if self.drain.draining.load(Ordering::SeqCst) {
+            let _turn = self.lock(key).await;
+            return self.engine.compute(key, decide);
         }
+        self.engine.compute(key, decide)
     }
 
     fn index(&self) -> MutexGuard<'_, PrincipalIndex> {
@@ -648,7 +615,7 @@ impl MemoryStore {
 
     /// Prunes the whole index once it has grown past twice the live sessions.
     async fn prune_if_grown(&self) {
-        let live = usize::try_from(self.cache.entry_count()).unwrap_or(usize::MAX);
+        let live = usize::try_from(self.engine.len()).unwrap_or(usize::MAX);
         let entries = self.index().entries;
         if entries > 2 * live.max(1024) {
             self.prune().await;
@@ -665,7 +632,7 @@ impl MemoryStore {
                 .collect()
         };
         for (principal, key) in all {
-            if !self.cache.contains_key(&key) {
+            if !self.engine.contains(&key) {
                 self.prune_key(&principal, &key).await;
             }
         }
@@ -680,14 +647,6 @@ fn refused() -> StoreError {
 
 fn live(entry: Option<&Arc<Stored>>, now: OffsetDateTime) -> Option<&Stored> {
     entry.map(|e| &**e).filter(|r| !r.is_expired(now))
-}
-
-/// What [`MemoryStore::compute`] did.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Applied {
-    Nothing,
-    Put,
-    Removed,
 }
 
 impl MemoryStore {
@@ -734,7 +693,7 @@ impl SessionStore for MemoryStore {
 
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
         let now = now();
-        if let Some(record) = self.cache.get(key).await.filter(|r| !r.is_expired(now)) {
+        if let Some(record) = self.engine.get(key).filter(|r| !r.is_expired(now)) {
             return Ok(Some(record.record()));
         }
         // Only after memory said no: a key handed over is removed here after
@@ -907,7 +866,7 @@ impl SessionStore for MemoryStore {
         let mut sessions = Vec::new();
         let keys = self.index().snapshot(principal);
         for key in keys {
-            match self.cache.get(&key).await {
+            match self.engine.get(&key) {
                 Some(record)
                     if !record.is_expired(now)
                         && record.principal.as_deref() == Some(principal) =>
@@ -959,16 +918,18 @@ impl SessionStore for MemoryStore {
         Ok(deleted)
     }
 
-    /// Runs the cache's housekeeping and prunes the principal index. Returns
-    /// `0`: expired records are invisible at once and their memory is
-    /// reclaimed by the cache itself. While draining, the target's
-    /// `delete_expired` runs too and its count is returned.
+    /// Drops every expired record from memory and prunes the principal
+    /// index; returns how many records it dropped. (Expired records are
+    /// invisible at once anyway; this reclaims their memory, which the
+    /// store also does by itself as shards fill up and every 1024 new
+    /// sessions per shard.) While draining, the target's `delete_expired`
+    /// runs too and its count is added.
     async fn delete_expired(&self) -> Result<u64, StoreError> {
-        self.cache.run_pending_tasks().await;
+        let dropped = self.engine.purge_expired(now());
         self.prune().await;
         match self.drain.target() {
-            Some(target) => target.delete_expired().await,
-            None => Ok(0),
+            Some(target) => Ok(dropped + target.delete_expired().await?),
+            None => Ok(dropped),
         }
     }
 }

@@ -16,9 +16,40 @@ async fn capacity_bounds_the_number_of_sessions() {
     for _ in 0..1_000 {
         assert!(store.create(&new_key(), &new_record()).await.unwrap());
     }
-    // Eviction is the cache's housekeeping; run it so the count is exact.
-    store.delete_expired().await.unwrap();
+    // Eviction happens as sessions arrive: the count is exact at once.
     assert!(store.len() <= 100, "{} sessions held", store.len());
+}
+
+#[tokio::test]
+async fn expired_sessions_are_reclaimed_without_a_sweeper() {
+    // One shard (capacity under 4096): its expired sessions are dropped
+    // every 1024 new ones, with no `delete_expired` call.
+    let store = MemoryStore::with_capacity(4000);
+    for _ in 0..10 {
+        let record = record_expiring_in(Duration::from_millis(20));
+        assert!(store.create(&new_key(), &record).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(store.len(), 10, "reclaimed before a sweep was due");
+    for _ in 0..1_014 {
+        assert!(store.create(&new_key(), &new_record()).await.unwrap());
+    }
+    assert_eq!(store.len(), 1_014, "the expired sessions are still held");
+}
+
+#[tokio::test]
+async fn delete_expired_counts_the_sessions_it_reclaimed() {
+    let store = MemoryStore::new();
+    for _ in 0..7 {
+        let record = record_expiring_in(Duration::from_millis(20));
+        assert!(store.create(&new_key(), &record).await.unwrap());
+    }
+    let live = new_key();
+    assert!(store.create(&live, &new_record()).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(store.delete_expired().await.unwrap(), 7);
+    assert_eq!(store.len(), 1);
+    assert!(store.load(&live).await.unwrap().is_some());
 }
 
 #[tokio::test]
@@ -79,18 +110,15 @@ async fn drain_into_moves_every_live_session_and_its_data() {
     );
     // Requests still reaching this store see the target's record too.
     assert_eq!(local.load(&shared).await.unwrap(), Some(theirs));
-    // The expired session is reclaimed by the cache's housekeeping (its
-    // timer wheel ticks about once a second); the others must be gone now.
-    let mut held = u64::MAX;
-    for _ in 0..30 {
-        local.delete_expired().await.unwrap();
-        held = local.len();
-        if held == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(held, 0, "sessions still held locally after the drain");
+    // The expired session is reclaimed by `delete_expired`; the others
+    // must be gone already.
+    assert_eq!(
+        local.len(),
+        1,
+        "sessions still held locally after the drain"
+    );
+    local.delete_expired().await.unwrap();
+    assert_eq!(local.len(), 0, "the expired session was not reclaimed");
 }
 
 #[tokio::test]
