@@ -135,18 +135,19 @@ impl Shard {
         (before - self.map.len()) as u64
     }
 
-    /// Makes room for one more session in a shard holding `capacity`:
-    /// expired sessions first, then the least recently used
-    /// `capacity / EVICT_SHARE` (at least one).
-    fn make_room(&mut self, capacity: usize) {
-        if self.map.len() < capacity {
+    /// Makes room for one more session in this shard when `full` (given
+    /// the shard and how many sessions this call removed so far): expired
+    /// sessions first, then (if still `full`) the least recently used
+    /// thirty-second of the shard (at least one session).
+    fn make_room(&mut self, full: impl Fn(&Self, u64) -> bool) {
+        if !full(self, 0) {
             return;
         }
-        self.purge_expired(now());
-        if self.map.len() < capacity {
+        let purged = self.purge_expired(now());
+        if !full(self, purged) || self.map.is_empty() {
             return;
         }
-        let evict = (capacity / EVICT_SHARE).max(1).min(self.map.len());
+        let evict = (self.map.len() / EVICT_SHARE).max(1);
         let mut stamps: Vec<u64> = self.map.values().map(|s| s.used).collect();
         // Stamps are unique per shard (one tick per use), so exactly
         // `evict` sessions are at or below the threshold.
@@ -187,7 +188,11 @@ pub(crate) enum Applied {
 /// The sharded map. Cheap to share behind an `Arc`.
 pub(crate) struct Engine {
     shards: Box<[Padded]>,
-    /// Sessions a shard holds at most.
+    /// Sessions all shards hold at most together.
+    capacity: u64,
+    /// Sessions one shard holds at most: twice its share, so that the
+    /// uneven spread of keys over shards does not make a shard evict
+    /// before the store is full.
     shard_capacity: usize,
     /// `shards.len() - 1` (the count is a power of two).
     mask: u64,
@@ -197,16 +202,20 @@ pub(crate) struct Engine {
 }
 
 impl Engine {
-    /// An engine holding about `capacity` sessions at most (each shard
-    /// holds its share, rounded up; keys spread evenly over the shards).
+    /// An engine holding at most `capacity` sessions. A new session arriving
+    /// when the store is full makes room in its own shard; a shard also
+    /// makes room once it holds twice its share (keys spread evenly over
+    /// the shards, so that bound only matters for small stores).
     pub(crate) fn with_capacity(capacity: u64) -> Self {
         let capacity = capacity.max(1);
         let shards = (capacity / SESSIONS_PER_SHARD)
             .clamp(1, MAX_SHARDS)
             .next_power_of_two()
             .min(MAX_SHARDS);
-        let shard_capacity = usize::try_from(capacity.div_ceil(shards)).unwrap_or(usize::MAX);
+        let shard_capacity =
+            usize::try_from(capacity.div_ceil(shards).saturating_mul(2)).unwrap_or(usize::MAX);
         Self {
+            capacity,
             shards: (0..shards).map(|_| Padded::default()).collect(),
             shard_capacity,
             mask: shards - 1,
@@ -268,7 +277,15 @@ impl Engine {
                 if let Some(slot) = shard.map.get_mut(&k) {
                     *slot = Slot { stored, used };
                 } else {
-                    shard.make_room(self.shard_capacity);
+                    let (capacity, shard_capacity) = (self.capacity, self.shard_capacity);
+                    let held = &self.held;
+                    // `held` changes under other shards' locks meanwhile;
+                    // read again after each step, it only errs by the few
+                    // inserts racing this one.
+                    shard.make_room(|shard, removed| {
+                        held.load(Ordering::Relaxed).saturating_sub(removed) >= capacity
+                            || shard.map.len() >= shard_capacity
+                    });
                     shard.inserts += 1;
                     if shard.inserts >= SWEEP_EVERY {
                         shard.purge_expired(now());
@@ -354,12 +371,12 @@ mod tests {
     #[test]
     fn shard_counts_and_capacities() {
         let small = Engine::with_capacity(100);
-        assert_eq!((small.shards.len(), small.shard_capacity), (1, 100));
+        assert_eq!((small.shards.len(), small.shard_capacity), (1, 200));
         let large = Engine::with_capacity(1_000_000);
         assert_eq!(large.shards.len(), 256);
-        assert_eq!(large.shard_capacity, 3907);
+        assert_eq!(large.shard_capacity, 2 * 3907);
         let zero = Engine::with_capacity(0);
-        assert_eq!((zero.shards.len(), zero.shard_capacity), (1, 1));
+        assert_eq!((zero.shards.len(), zero.capacity), (1, 1));
     }
 
     #[test]
@@ -386,6 +403,20 @@ mod tests {
             );
         }
         assert!(engine.get(&newcomer).is_some());
+    }
+
+    #[test]
+    fn a_sharded_store_holds_its_whole_capacity_before_evicting() {
+        let engine = Engine::with_capacity(20_000);
+        assert_eq!(engine.shards.len(), 4);
+        for _ in 0..20_000 {
+            assert_eq!(put(&engine, &new_key(), &new_record()), Applied::Put);
+        }
+        assert_eq!(engine.len(), 20_000, "evicted before the store was full");
+        put(&engine, &new_key(), &new_record());
+        let held = engine.len();
+        // One shard (about 5 000 sessions) gave up a thirty-second.
+        assert!((19_800..20_000).contains(&held), "{held} held");
     }
 
     #[test]

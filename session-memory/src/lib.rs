@@ -33,8 +33,8 @@ pub const DEFAULT_CAPACITY: u64 = 1_000_000;
 /// record is never returned, and its memory is reclaimed when its shard
 /// fills up, every 1024 new sessions in a shard, or on
 /// [`delete_expired`](SessionStore::delete_expired). The store holds at most
-/// its capacity, evicting the least recently used sessions of a full shard
-/// first. Records are copied in and out: a handler never mutates a stored
+/// its capacity; when full, a new session evicts the least recently used
+/// sessions of its shard. Records are copied in and out: a handler never mutates a stored
 /// value in place. Every change of a session (`create`, the compare-and-set
 /// `save`, `touch`, deletes) is decided and made in one critical section on
 /// its shard, so two changes of one key never interleave.
@@ -308,11 +308,12 @@ impl MemoryStore {
         Self::with_capacity(DEFAULT_CAPACITY)
     }
 
-    /// A store holding at most about `max_sessions` sessions. Each shard
-    /// holds its share (`max_sessions` over the shard count, rounded up);
-    /// a new session arriving in a full shard first drops the shard's
-    /// expired sessions, then evicts its least recently used thirty-second
-    /// (at least one session). A new session is always admitted: however
+    /// A store holding at most `max_sessions` sessions (give or take the
+    /// few creates racing each other). A new session arriving when the
+    /// store is full makes room in its own shard: the shard's expired
+    /// sessions go first, then its least recently used thirty-second (at
+    /// least one session). A shard also makes room once it holds twice its
+    /// share of `max_sessions`. A new session is always admitted: however
     /// busy the others are, a login is never refused for lack of room.
     pub fn with_capacity(max_sessions: u64) -> Self {
         Self {
