@@ -39,9 +39,15 @@ impl CookieId {
     /// then optionally `.` and a floor. A floor that does not parse is
     /// ignored; the id still counts.
     fn parse(value: &str) -> Option<Self> {
-        let (id, floor) = match value.split_once('.') {
-            Some((id, floor)) => (id, parse_floor(floor)),
-            None => (value, None),
+        // The id is always the first `ENCODED_ID_LEN` characters: no scan
+        // for the `.` (most cookies carry no floor).
+        let (id, floor) = match value.get(ENCODED_ID_LEN..) {
+            Some("") => (value, None),
+            Some(rest) => match rest.strip_prefix('.') {
+                Some(floor) => (&value[..ENCODED_ID_LEN], parse_floor(floor)),
+                None => return None,
+            },
+            None => return None,
         };
         Some(Self {
             id: Id::decode(id)?,
