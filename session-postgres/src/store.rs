@@ -557,14 +557,20 @@ impl PostgresStore {
         node: &Node,
         key: &StoreKey,
     ) -> Result<Option<Record>, StoreError> {
-        let query = sqlx::query(AssertSqlSafe(self.sql.load.clone()))
-            .bind(key.as_str())
-            .fetch_optional(&node.pool);
+        // On the replica's pool, with its hand-over (see `handoff`).
+        let statement = |mut conn: PoolConnection<Postgres>| async move {
+            let result = sqlx::query(AssertSqlSafe(self.sql.load.clone()))
+                .bind(key.as_str())
+                .fetch_optional(&mut *conn)
+                .await;
+            (conn, result)
+        };
+        let query = self.attempt(node, &statement, false);
         let row = match tokio::time::timeout(REPLICA_TIMEOUT, query).await {
             Ok(Ok(row)) => row,
-            Ok(Err(error)) => {
+            Ok(Err(failed)) => {
                 Topology::rest(node);
-                return Err(self.backend(error));
+                return Err(self.backend(failed.error));
             }
             Err(_) => {
                 Topology::rest(node);

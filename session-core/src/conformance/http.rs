@@ -540,7 +540,10 @@ pub async fn cycle_id_issues_new_cookie_and_kills_old_id<S: SessionStore>(store:
         // `replica`, "What it does not promise"): the old cookie (floor 0)
         // may read the record as it was before the cycle, never what was
         // written under the new id, and must reach nothing once replayed.
-        assert_eq!(stale.body, "1", "the old id read from a replica: its old record");
+        assert_eq!(
+            stale.body, "1",
+            "the old id read from a replica: its old record"
+        );
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         loop {
             tokio::time::sleep(Duration::from_millis(50)).await;
