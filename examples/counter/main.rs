@@ -13,11 +13,11 @@
 //! ```
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), examples::Failure> {
     let addr = examples::listen_addr("127.0.0.1:3000")?;
     let store = examples::store_from_env().await?;
     // This example serves plain http on loopback, where a browser would never
     // send back a `Secure` cookie; the library's default stays Secure.
     let app = examples::counter::app(store.layer().secure(false));
-    examples::serve("counter", addr, app, &store).await
+    Ok(examples::serve("counter", addr, app, &store).await?)
 }

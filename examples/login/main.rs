@@ -5,10 +5,10 @@
 //! name in both. The store comes from `SESSION_STORE` (default `memory://`).
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), examples::Failure> {
     let addr = examples::listen_addr("127.0.0.1:3001")?;
     let store = examples::store_from_env().await?;
     // Plain http on loopback: a browser would not send back a Secure cookie.
     let app = examples::login::app(store.clone(), store.layer().secure(false));
-    examples::serve("login", addr, app, &store).await
+    Ok(examples::serve("login", addr, app, &store).await?)
 }

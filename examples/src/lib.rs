@@ -16,6 +16,36 @@ pub mod cluster;
 pub mod counter;
 pub mod login;
 
+/// Why an example did not start or stopped: an error shown as the chain of
+/// its causes, one per line, instead of a `Debug` dump. Each example's
+/// `main` returns it, so a failed start reads like
+///
+/// ```text
+/// Error: could not connect the postgres session store
+///   caused by: could not connect to Postgres
+///   caused by: error communicating with database: Connection refused (os error 111)
+/// ```
+pub struct Failure(Box<dyn std::error::Error>);
+
+impl<E: Into<Box<dyn std::error::Error>>> From<E> for Failure {
+    fn from(error: E) -> Self {
+        Self(error.into())
+    }
+}
+
+impl std::fmt::Debug for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `main` prints the `Debug` of the error it returns, after `Error: `.
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, "\n  caused by: {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
 /// The address to listen on: `ADDR` if set, else `default`.
 ///
 /// # Errors

@@ -28,6 +28,11 @@ pub enum Error {
     /// rolled back, so the schema is as it was.
     #[error("session table migration failed")]
     Migrate(#[source] sqlx::Error),
+    /// No candidate server is the primary right now: each is in recovery
+    /// (a standby not promoted yet) or unreachable. Writes wait for a
+    /// promotion (see the crate docs, "Replicas and failover").
+    #[error("no Postgres server is the primary (every candidate is in recovery or unreachable)")]
+    NoPrimary,
     /// The session table does not exist: [`PostgresStore::migrate`](crate::PostgresStore::migrate)
     /// was not run against this database, schema and table.
     #[error("session table {table} does not exist (run PostgresStore::migrate)")]

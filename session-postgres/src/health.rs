@@ -47,6 +47,16 @@ pub(crate) fn closed_by_server(error: &sqlx::Error) -> bool {
         .is_some_and(|code| matches!(&*code, "57P01" | "57P02" | "57P03"))
 }
 
+/// The server refused the statement as read-only (SQLSTATE 25006,
+/// `read_only_sql_transaction`): it is a standby, or was demoted. A
+/// read-only server runs no write, so the statement did not run.
+pub(crate) fn is_read_only(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| code == "25006")
+}
+
 /// The connection itself failed (not the statement): I/O, protocol, or a
 /// server closing it (the class 08 connection exceptions included).
 pub(crate) fn is_connection_failure(error: &sqlx::Error) -> bool {

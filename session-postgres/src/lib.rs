@@ -9,6 +9,7 @@ mod pg_types;
 mod sql;
 mod store;
 mod sweeper;
+mod topology;
 
 pub use error::{Error, IdentifierKind, IdentifierProblem};
 /// A running sweeper, from [`PostgresStore::spawn_sweeper`].
@@ -16,6 +17,7 @@ pub use session_core::sweeper::SweeperHandle;
 pub use sql::MAX_IDENTIFIER_LEN;
 pub use store::{
     DEFAULT_SCHEMA, DEFAULT_SWEEP_BATCH, DEFAULT_TABLE, PostgresStore, PostgresStoreBuilder,
+    ReadFrom,
 };
 
 /// Re-exported so an app needs one dependency to build the pool it hands

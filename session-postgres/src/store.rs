@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use session_core::record::now;
+use session_core::replica::{ReadCounts, Served};
 use session_core::time::OffsetDateTime;
 use session_core::{
     Data, DeleteOutcome, Record, SaveOutcome, SessionInfo, SessionStore, StoreError, StoreKey,
@@ -15,10 +16,11 @@ use sqlx::postgres::{PgPool, PgPoolOptions, PgRow, Postgres};
 use sqlx::{AssertSqlSafe, Row as _};
 
 use crate::error::Error;
-use crate::handoff::{Handoff, Held};
+use crate::handoff::Held;
 use crate::health;
 use crate::pg_types::{Json, PgTimestamp};
 use crate::sql::{FORMAT, MIGRATIONS, Statements};
+use crate::topology::{ACQUIRE_PROBE_AFTER, Node, REPLICA_TIMEOUT, Topology};
 
 /// The schema a store uses unless told otherwise.
 pub const DEFAULT_SCHEMA: &str = "public";
@@ -47,9 +49,23 @@ pub const DEFAULT_SWEEP_BATCH: u32 = 1_000;
 /// ```
 #[derive(Clone, Debug)]
 pub struct PostgresStore {
-    pool: PgPool,
     sql: Arc<Statements>,
-    handoff: Arc<Handoff>,
+    /// The primary, the candidates for taking over from it, the read replicas.
+    topology: Arc<Topology>,
+}
+
+/// Where [`SessionStore::load_at_least`] reads, the load the layer makes
+/// for each request (see the crate docs, "Replicas and failover").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReadFrom {
+    /// Every load reads the primary (the default).
+    #[default]
+    Primary,
+    /// Loads may be served by a replica, never below the version the
+    /// client has seen or written (a replica below it, or missing the
+    /// session the client has seen, is replaced by the primary's answer).
+    Replicas,
 }
 
 /// Builds a [`PostgresStore`] with a chosen schema and table.
@@ -78,6 +94,9 @@ pub struct PostgresStoreBuilder {
     pool: PgPool,
     schema: String,
     table: String,
+    candidates: Vec<PgPool>,
+    replicas: Vec<PgPool>,
+    read_from: ReadFrom,
 }
 
 impl PostgresStoreBuilder {
@@ -110,6 +129,67 @@ impl PostgresStoreBuilder {
         self
     }
 
+    /// Pools on streaming replicas of the primary, for reads (used with
+    /// [`read_from(ReadFrom::Replicas)`](Self::read_from)). A replica is
+    /// not a candidate for primary unless also given to
+    /// [`candidates`](Self::candidates) (its own pool there).
+    ///
+    /// ```no_run
+    /// # fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use session_postgres::{PostgresStore, ReadFrom, sqlx::PgPool};
+    ///
+    /// let primary = PgPool::connect_lazy("postgres://app@db1/app")?;
+    /// let replicas = ["db2", "db3"].map(|host| {
+    ///     PgPool::connect_lazy(&format!("postgres://app@{host}/app"))
+    /// });
+    /// let store = PostgresStore::builder(primary)
+    ///     .replicas(replicas.into_iter().collect::<Result<Vec<_>, _>>()?)
+    ///     .read_from(ReadFrom::Replicas)
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn replicas(mut self, replicas: impl IntoIterator<Item = PgPool>) -> Self {
+        self.replicas.extend(replicas);
+        self
+    }
+
+    /// Where loads read (default [`ReadFrom::Primary`]).
+    ///
+    /// ```no_run
+    /// # fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let pool = sqlx::PgPool::connect_lazy("postgres://app@localhost/app")?;
+    /// # let replica = sqlx::PgPool::connect_lazy("postgres://app@replica/app")?;
+    /// use session_postgres::{PostgresStore, ReadFrom};
+    /// let store = PostgresStore::builder(pool)
+    ///     .replicas([replica])
+    ///     .read_from(ReadFrom::Replicas)
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn read_from(mut self, read_from: ReadFrom) -> Self {
+        self.read_from = read_from;
+        self
+    }
+
+    /// Pools on other servers that may become the primary (a replica that
+    /// gets promoted): writes go to whichever of the builder's pool and
+    /// these is not in recovery, found again when the current one fails
+    /// (see the crate docs, "Replicas and failover"). Create them lazily
+    /// (`connect_lazy`), so a server that is down at start-up is no error.
+    ///
+    /// ```no_run
+    /// # fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let pool = sqlx::PgPool::connect_lazy("postgres://app@db1/app")?;
+    /// use session_postgres::{PostgresStore, sqlx::PgPool};
+    /// let standby = PgPool::connect_lazy("postgres://app@db2/app")?;
+    /// let store = PostgresStore::builder(pool).candidates([standby]).build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn candidates(mut self, candidates: impl IntoIterator<Item = PgPool>) -> Self {
+        self.candidates.extend(candidates);
+        self
+    }
+
     /// The store.
     ///
     /// # Errors
@@ -118,9 +198,13 @@ impl PostgresStoreBuilder {
     /// rules above.
     pub fn build(self) -> Result<PostgresStore, Error> {
         Ok(PostgresStore {
-            pool: self.pool,
             sql: Arc::new(Statements::new(&self.schema, &self.table)?),
-            handoff: Arc::default(),
+            topology: Arc::new(Topology::new(
+                self.pool,
+                self.candidates,
+                self.replicas,
+                self.read_from == ReadFrom::Replicas,
+            )),
         })
     }
 }
@@ -142,9 +226,8 @@ impl PostgresStore {
     /// ```
     pub fn new(pool: PgPool) -> Self {
         Self {
-            pool,
             sql: Arc::new(default_statements()),
-            handoff: Arc::default(),
+            topology: Arc::new(Topology::new(pool, Vec::new(), Vec::new(), false)),
         }
     }
 
@@ -154,6 +237,9 @@ impl PostgresStore {
             pool,
             schema: DEFAULT_SCHEMA.to_owned(),
             table: DEFAULT_TABLE.to_owned(),
+            candidates: Vec::new(),
+            replicas: Vec::new(),
+            read_from: ReadFrom::Primary,
         }
     }
 
@@ -213,9 +299,22 @@ impl PostgresStore {
             })
     }
 
-    /// The pool the store runs on.
+    /// The pool on the current primary, the one the store writes to.
     pub fn pool(&self) -> &PgPool {
-        &self.pool
+        &self.topology.primary().pool
+    }
+
+    /// `host:port` of the current primary, as last found (see the crate
+    /// docs, "Replicas and failover").
+    pub fn primary_address(&self) -> String {
+        self.topology.primary().address()
+    }
+
+    /// How the loads with a version floor (the layer's) were answered so
+    /// far: by a replica, or by the primary. All by the primary unless the
+    /// store reads from replicas.
+    pub fn replica_reads(&self) -> ReadCounts {
+        self.topology.reads.counts()
     }
 
     /// The schema name.
@@ -240,10 +339,21 @@ impl PostgresStore {
     /// # Errors
     ///
     /// [`Error::Migrate`] when a statement fails (for example for lack of
-    /// privileges); nothing is changed then.
+    /// privileges); nothing is changed then. [`Error::NoPrimary`] when the
+    /// store has candidates for primary and none of them is one.
     pub async fn migrate(&self) -> Result<(), Error> {
         let sql = &self.sql;
-        let mut tx = self.pool.begin().await.map_err(Error::Migrate)?;
+        let pool = if self.topology.can_fail_over() {
+            self.topology
+                .writable()
+                .await
+                .ok_or(Error::NoPrimary)?
+                .pool
+                .clone()
+        } else {
+            self.pool().clone()
+        };
+        let mut tx = pool.begin().await.map_err(Error::Migrate)?;
         // Per schema, not per table: stores of two tables in one schema share
         // the migrations table, and concurrent `CREATE TABLE IF NOT EXISTS`
         // of the same table can fail on a catalog unique index.
@@ -335,47 +445,142 @@ impl PostgresStore {
         Ok(result.rows_affected())
     }
 
-    /// Runs one statement. If its connection turns out to be one the server
+    /// Runs one statement on the current primary.
+    ///
+    /// With one server: if its connection turns out to be one the server
     /// had already closed (a restart: SQLSTATE 57P01/57P02/57P03 in reply to
     /// the statement, so it never ran), it runs once more: the failure has
     /// marked every pooled connection opened before it as stale (see
     /// `health`), so the retry gets a fresh connection. Without this, after
     /// a restart every idle pooled connection would fail one request.
+    ///
+    /// With candidates for primary: a failure that says the server may no
+    /// longer be the primary (read-only, refused, terminated) makes the
+    /// store find the primary again, and a statement that provably did not
+    /// run is sent to it (see `topology`).
     async fn run<T, F, Fut>(&self, statement: F) -> Result<T, StoreError>
     where
         F: Fn(PoolConnection<Postgres>) -> Fut,
         Fut: Future<Output = (PoolConnection<Postgres>, Result<T, sqlx::Error>)>,
     {
-        let result = match self.attempt(&statement).await {
-            Err(error) if health::closed_by_server(&error) => {
+        if self.topology.can_fail_over() {
+            return self.run_failing_over(&statement).await;
+        }
+        let node = self.topology.primary();
+        let result = match self.attempt(node, &statement, false).await {
+            Err(failed) if health::closed_by_server(&failed.error) => {
                 health::note_connection_failure();
-                self.attempt(&statement).await
+                self.attempt(node, &statement, false).await
             }
             other => other,
         };
-        result.map_err(|error| {
-            if health::is_connection_failure(&error) {
+        result.map_err(|failed| {
+            if health::is_connection_failure(&failed.error) {
                 health::note_connection_failure();
             }
-            self.backend(error)
+            self.backend(failed.error)
         })
     }
 
-    /// Runs `statement` once on a connection (see `handoff`): afterwards the
-    /// connection goes to a store call waiting for one if the statement
-    /// completed, else back to the pool.
-    async fn attempt<T, F, Fut>(&self, statement: &F) -> Result<T, sqlx::Error>
+    /// [`run`](Self::run) with candidates for primary.
+    async fn run_failing_over<T, F, Fut>(&self, statement: &F) -> Result<T, StoreError>
     where
         F: Fn(PoolConnection<Postgres>) -> Fut,
         Fut: Future<Output = (PoolConnection<Postgres>, Result<T, sqlx::Error>)>,
     {
-        let held = self.handoff.take(&self.pool).await?;
-        let (conn, since) = held.into_parts();
-        let (conn, result) = statement(conn).await;
-        if result.is_ok() {
-            self.handoff.give(Held::from_parts(conn, since), &self.pool);
+        let mut retries = 0;
+        loop {
+            let Some(node) = self.topology.writable().await else {
+                return Err(StoreError::backend(Error::NoPrimary));
+            };
+            let failed = match self.attempt(&node, statement, true).await {
+                Ok(value) => return Ok(value),
+                Err(failed) => failed,
+            };
+            let error = &failed.error;
+            let read_only = health::is_read_only(error);
+            let connection = health::is_connection_failure(error);
+            if connection {
+                health::note_connection_failure();
+            }
+            if read_only || connection || !failed.sent {
+                self.topology.suspect(&node);
+            }
+            let did_not_run = !failed.sent || read_only || health::closed_by_server(error);
+            if did_not_run && retries < MAX_FAILOVER_RETRIES {
+                retries += 1;
+                continue;
+            }
+            return Err(self.backend(failed.error));
         }
-        result
+    }
+
+    /// Runs `statement` once on a connection to `node` (see `handoff`):
+    /// afterwards the connection goes to a store call waiting for one if
+    /// the statement completed, else back to the pool. With `probe`, a wait
+    /// for a connection longer than [`ACQUIRE_PROBE_AFTER`] checks whether
+    /// the server is still the primary, and gives up if it is not.
+    async fn attempt<T, F, Fut>(&self, node: &Node, statement: &F, probe: bool) -> Result<T, Failed>
+    where
+        F: Fn(PoolConnection<Postgres>) -> Fut,
+        Fut: Future<Output = (PoolConnection<Postgres>, Result<T, sqlx::Error>)>,
+    {
+        let unsent = |error| Failed { error, sent: false };
+        let take = node.handoff.take(&node.pool);
+        let held = if probe {
+            tokio::pin!(take);
+            match tokio::time::timeout(ACQUIRE_PROBE_AFTER, &mut take).await {
+                Ok(held) => held,
+                // A busy pool on a live primary: keep waiting (the layer's
+                // timeout bounds it).
+                Err(_) if node.is_primary().await => take.await,
+                Err(_) => return Err(unsent(sqlx::Error::PoolTimedOut)),
+            }
+        } else {
+            take.await
+        };
+        let (conn, since) = held.map_err(unsent)?.into_parts();
+        let (conn, result) = statement(conn).await;
+        match result {
+            Ok(value) => {
+                node.handoff.give(Held::from_parts(conn, since), &node.pool);
+                Ok(value)
+            }
+            Err(error) => Err(Failed { error, sent: true }),
+        }
+    }
+
+    /// A load from the replica `node`, within [`REPLICA_TIMEOUT`]; a replica
+    /// that fails or is late rests (see `topology`).
+    async fn load_from_replica(
+        &self,
+        node: &Node,
+        key: &StoreKey,
+    ) -> Result<Option<Record>, StoreError> {
+        // On the replica's pool, with its hand-over (see `handoff`).
+        let statement = |mut conn: PoolConnection<Postgres>| async move {
+            let result = sqlx::query(AssertSqlSafe(self.sql.load.clone()))
+                .bind(key.as_str())
+                .fetch_optional(&mut *conn)
+                .await;
+            (conn, result)
+        };
+        let query = self.attempt(node, &statement, false);
+        let row = match tokio::time::timeout(REPLICA_TIMEOUT, query).await {
+            Ok(Ok(row)) => row,
+            Ok(Err(failed)) => {
+                Topology::rest(node);
+                return Err(self.backend(failed.error));
+            }
+            Err(_) => {
+                Topology::rest(node);
+                return Err(StoreError::Timeout(REPLICA_TIMEOUT));
+            }
+        };
+        match row {
+            None => Ok(None),
+            Some(row) => decode_row(key, &row).map_err(|e| self.backend(e)),
+        }
     }
 
     /// After a compare-and-set statement (`save`, `delete_if_unchanged`)
@@ -412,6 +617,18 @@ impl PostgresStore {
             StoreError::backend(error)
         }
     }
+}
+
+/// How many times a statement that provably did not run is sent again to
+/// a newly found primary.
+const MAX_FAILOVER_RETRIES: u32 = 3;
+
+/// A statement that failed, and whether it reached the server.
+struct Failed {
+    error: sqlx::Error,
+    /// The statement was sent (it may have run) rather than failing to get
+    /// a connection.
+    sent: bool,
 }
 
 /// The defaults are constants that pass validation (a unit test checks),
@@ -589,6 +806,33 @@ impl SessionStore for PostgresStore {
             None => Ok(None),
             Some(row) => decode_row(key, &row).map_err(|e| self.backend(e)),
         }
+    }
+
+    async fn load_at_least(
+        &self,
+        key: &StoreKey,
+        floor: Option<u64>,
+    ) -> Result<Option<Record>, StoreError> {
+        let topology = &self.topology;
+        if !topology.reads_may_lag() {
+            return self.load(key).await;
+        }
+        match topology.replica() {
+            Some(node) => {
+                let replica = self.load_from_replica(node, key);
+                topology.reads.load(floor, replica, || self.load(key)).await
+            }
+            None => {
+                // Every replica is resting after a failure.
+                let record = self.load(key).await?;
+                topology.reads.count(Served::Primary);
+                Ok(record)
+            }
+        }
+    }
+
+    fn reads_may_lag(&self) -> bool {
+        self.topology.reads_may_lag()
     }
 
     async fn save(

@@ -184,7 +184,19 @@ async fn connect_backend(backend: &Backend) -> Result<AnyStore, ConnectError> {
             schema,
             table,
             pool,
-        } => postgres_store(url, schema.as_deref(), table.as_deref(), *pool).await,
+            replicas,
+            hosts,
+            read_from,
+            synchronous_commit,
+        } => {
+            let topology = PostgresTopology {
+                replicas,
+                hosts,
+                read_from: read_from.unwrap_or_default(),
+                synchronous_commit: synchronous_commit.as_deref(),
+            };
+            postgres_store(url, schema.as_deref(), table.as_deref(), *pool, &topology).await
+        }
         #[cfg(not(feature = "postgres"))]
         Backend::Postgres { .. } => Err(ConfigError::NotCompiledIn("postgres").into()),
         #[cfg(feature = "mysql")]
@@ -227,14 +239,25 @@ const SWEEP_PERIOD: Duration = Duration::from_secs(60);
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 const SWEEP_BATCH: u32 = 1000;
 
+/// The replication settings of a Postgres URL.
+#[cfg(feature = "postgres")]
+struct PostgresTopology<'a> {
+    replicas: &'a [String],
+    hosts: &'a [String],
+    read_from: crate::ReadFrom,
+    synchronous_commit: Option<&'a str>,
+}
+
 #[cfg(feature = "postgres")]
 async fn postgres_store(
     url: &str,
     schema: Option<&str>,
     table: Option<&str>,
     pool: Option<u32>,
+    topology: &PostgresTopology<'_>,
 ) -> Result<AnyStore, ConnectError> {
-    use session_postgres::PostgresStore;
+    use session_postgres::sqlx::postgres::PgConnectOptions;
+    use session_postgres::{PostgresStore, ReadFrom};
 
     let failed = |source: BoxError| ConnectError::Backend {
         backend: "postgres",
@@ -244,11 +267,47 @@ async fn postgres_store(
     if let Some(size) = pool {
         options = options.max_connections(size);
     }
-    let pool = options
-        .connect(url)
-        .await
-        .map_err(|e| failed(Box::new(e)))?;
-    let mut builder = PostgresStore::builder(pool);
+    let mut connect: PgConnectOptions = url.parse().map_err(|e| failed(Box::new(e)))?;
+    if let Some(level) = topology.synchronous_commit {
+        connect = connect.options([("synchronous_commit", level)]);
+    }
+    // `host:port` (checked when the URL was parsed) on the URL's other settings.
+    let on = |host: &str| {
+        let (name, port) = host.rsplit_once(':').unwrap_or((host, "5432"));
+        connect
+            .clone()
+            .host(name.trim_start_matches('[').trim_end_matches(']'))
+            .port(port.parse().unwrap_or(5432))
+    };
+    let replicated = !topology.replicas.is_empty() || !topology.hosts.is_empty();
+    let pool = if replicated {
+        // The URL's server may be down while another is the primary: the
+        // store finds the primary at its first call, migrate included.
+        options.clone().connect_lazy_with(connect.clone())
+    } else {
+        options
+            .clone()
+            .connect_with(connect.clone())
+            .await
+            .map_err(|e| failed(Box::new(e)))?
+    };
+    let candidates = topology
+        .hosts
+        .iter()
+        .chain(topology.replicas)
+        .map(|host| options.clone().connect_lazy_with(on(host)));
+    let replicas = topology
+        .replicas
+        .iter()
+        .map(|host| options.clone().connect_lazy_with(on(host)));
+    let read_from = match topology.read_from {
+        crate::ReadFrom::Replicas => ReadFrom::Replicas,
+        _ => ReadFrom::Primary,
+    };
+    let mut builder = PostgresStore::builder(pool)
+        .candidates(candidates.collect::<Vec<_>>())
+        .replicas(replicas.collect::<Vec<_>>())
+        .read_from(read_from);
     if let Some(schema) = schema {
         builder = builder.schema(schema);
     }
@@ -304,6 +363,18 @@ impl SessionStore for AnyStore {
 
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
         self.inner.load(key).await
+    }
+
+    async fn load_at_least(
+        &self,
+        key: &StoreKey,
+        floor: Option<u64>,
+    ) -> Result<Option<Record>, StoreError> {
+        self.inner.load_at_least(key, floor).await
+    }
+
+    fn reads_may_lag(&self) -> bool {
+        self.inner.reads_may_lag()
     }
 
     async fn save(

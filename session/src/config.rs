@@ -18,12 +18,22 @@ use serde::{Deserialize, Serialize};
 /// | `redis+cluster://10.0.0.1:7000,10.0.0.2:7000?prefix=myapp:` | Redis Cluster (seed nodes) |
 /// | `redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster?durable=1&durable_timeout=250ms` | the primary of `mymaster`, found and followed through its sentinels |
 /// | `postgres://app@db/app?schema=sessions&table=sessions&pool=10` | Postgres |
+/// | `postgres://app@db1/app?replicas=db2:5432,db3:5432&read_from=replicas&synchronous_commit=on` | Postgres with streaming replicas: loads from the replicas (never below what the client has seen), writes to whichever server is the primary |
 /// | `mysql://app:secret@db/app?table=sessions&pool=10` (or `mariadb://`) | MySQL 8 / MariaDB |
 ///
 /// Every URL also takes `timeout`, the store operation timeout of the
 /// layer (`500ms`, `2s`, or milliseconds as a bare number). Options the
 /// backend's own client understands (for example Postgres' `sslmode`) are
-/// passed through; an unknown option of ours is an error naming it.
+/// passed through; any other option is an error naming it (a misspelt
+/// option never goes unnoticed).
+///
+/// Postgres also takes `replicas=HOST:PORT,...` (streaming replicas of the
+/// URL's server: candidates for primary, and read replicas with
+/// `read_from=replicas`), `hosts=HOST:PORT,...` (other candidates for
+/// primary), `read_from=primary|replicas` (default `primary`) and
+/// `synchronous_commit=off|local|remote_write|on|remote_apply` (the
+/// Postgres setting, for the store's connections; see the
+/// `session-postgres` docs, "Replicas and failover").
 ///
 /// ```
 /// use session::{Backend, StoreConfig};
@@ -115,9 +125,24 @@ pub enum Backend {
         /// Name of the sessions table (default `sessions`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         table: Option<String>,
-        /// Connection pool size.
+        /// Connection pool size (per server).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pool: Option<u32>,
+        /// Streaming replicas of the server, each `host:port`: candidates
+        /// for primary, and read replicas with `read_from` `replicas`.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        replicas: Vec<String>,
+        /// Other candidates for primary, each `host:port`.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        hosts: Vec<String>,
+        /// Where loads read (default [`ReadFrom::Primary`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        read_from: Option<ReadFrom>,
+        /// Postgres' `synchronous_commit` for the store's connections
+        /// (`off`, `local`, `remote_write`, `on` or `remote_apply`; default:
+        /// the server's).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        synchronous_commit: Option<String>,
     },
     /// MySQL 8 or MariaDB.
     #[serde(rename = "mysql")]
@@ -136,6 +161,62 @@ pub enum Backend {
         pool: Option<u32>,
     },
 }
+
+/// Where a replicated store's loads read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ReadFrom {
+    /// Every load reads the primary.
+    #[default]
+    Primary,
+    /// Loads may be served by a replica, never below the version the client
+    /// has seen or written.
+    Replicas,
+}
+
+/// The values Postgres takes for `synchronous_commit`.
+const SYNCHRONOUS_COMMIT: [&str; 5] = ["off", "local", "remote_write", "on", "remote_apply"];
+
+/// The query options sqlx's Postgres driver takes (`options[NAME]` too).
+const POSTGRES_CLIENT_OPTIONS: &[&str] = &[
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "options",
+];
+
+/// The query options sqlx's MySQL driver takes.
+const MYSQL_CLIENT_OPTIONS: &[&str] = &[
+    "sslmode",
+    "ssl-mode",
+    "sslca",
+    "ssl-ca",
+    "charset",
+    "collation",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "socket",
+    "timezone",
+    "time-zone",
+];
 
 /// A store URL or config that cannot be used. Each variant names the part at fault.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -277,20 +358,51 @@ impl StoreConfig {
             }
             "postgres" | "postgresql" => {
                 let schema = options.take("schema", |v| Some(v.to_owned()), "an identifier")?;
+                let hosts_list = |v: &str| check_hosts(v, true).ok();
+                const HOSTS: &str = "comma-separated host:port";
+                let replicas = options.take("replicas", hosts_list, HOSTS)?;
+                let hosts = options.take("hosts", hosts_list, HOSTS)?;
+                let read_from = options.take(
+                    "read_from",
+                    |v| match v {
+                        "primary" => Some(ReadFrom::Primary),
+                        "replicas" => Some(ReadFrom::Replicas),
+                        _ => None,
+                    },
+                    "primary or replicas",
+                )?;
+                if read_from == Some(ReadFrom::Replicas) && replicas.is_none() {
+                    return Err(ConfigError::InvalidOption {
+                        option: "read_from".into(),
+                        value: "replicas".into(),
+                        expected: "replicas only with replicas=HOST:PORT,... naming them",
+                    });
+                }
+                let synchronous_commit = options.take(
+                    "synchronous_commit",
+                    |v| SYNCHRONOUS_COMMIT.contains(&v).then(|| v.to_owned()),
+                    "off, local, remote_write, on or remote_apply",
+                )?;
                 // Everything else is the Postgres client's (sslmode, application_name, ...).
-                let (url, table, pool) = sql_backend(options, "postgres", scheme, body)?;
+                let (url, table, pool) =
+                    sql_backend(options, "postgres", scheme, body, POSTGRES_CLIENT_OPTIONS)?;
                 Backend::Postgres {
                     url,
                     schema,
                     table,
                     pool,
+                    replicas: replicas.unwrap_or_default(),
+                    hosts: hosts.unwrap_or_default(),
+                    read_from,
+                    synchronous_commit,
                 }
             }
             "mysql" | "mariadb" => {
                 let database = options.take("database", |v| Some(v.to_owned()), "an identifier")?;
                 // Everything else is the MySQL client's (ssl-mode, charset, ...).
                 // sqlx's driver knows only `mysql://`; MariaDB speaks the same protocol.
-                let (url, table, pool) = sql_backend(options, "mysql", "mysql", body)?;
+                let (url, table, pool) =
+                    sql_backend(options, "mysql", "mysql", body, MYSQL_CLIENT_OPTIONS)?;
                 Backend::MySql {
                     url,
                     database,
@@ -308,13 +420,14 @@ impl StoreConfig {
 }
 
 /// What the SQL backends share: their `table` and `pool` options, the
-/// client's own options passed through, and the URL (with `scheme`) that
-/// goes to the client.
+/// client's own options (`client`, the driver's) passed through, and the
+/// URL (with `scheme`) that goes to the client.
 fn sql_backend(
     mut options: Options,
     backend: &'static str,
     scheme: &str,
     body: &str,
+    client: &[&str],
 ) -> Result<(String, Option<String>, Option<u32>), ConfigError> {
     let table = options.take("table", |v| Some(v.to_owned()), "an identifier")?;
     let pool = options.take(
@@ -322,6 +435,16 @@ fn sql_backend(
         |v| v.parse().ok().filter(|n| *n > 0),
         "a pool size from 1",
     )?;
+    let takes = |option: &str| {
+        client.contains(&option)
+            || (backend == "postgres" && option.starts_with("options[") && option.ends_with(']'))
+    };
+    if let Some((option, _)) = options.0.iter().find(|(option, _)| !takes(option)) {
+        return Err(ConfigError::UnknownOption {
+            backend,
+            option: option.clone(),
+        });
+    }
     let passthrough = options.finish(backend, true)?;
     check_hosts(authority(body), false)?;
     let url = if passthrough.is_empty() {
@@ -531,8 +654,30 @@ mod tests {
                     schema: Some("auth".into()),
                     table: Some("web_sessions".into()),
                     pool: Some(8),
+                    replicas: vec![],
+                    hosts: vec![],
+                    read_from: None,
+                    synchronous_commit: None,
                 },
                 Some(1500),
+            ),
+            (
+                "postgres://app@db1/app?replicas=db2:5432,db3:5433&read_from=replicas\
+                 &synchronous_commit=remote_apply&hosts=db4:5432&application_name=web\
+                 &options[statement_timeout]=5s",
+                Backend::Postgres {
+                    url: "postgres://app@db1/app?application_name=web\
+                          &options%5Bstatement_timeout%5D=5s"
+                        .into(),
+                    schema: None,
+                    table: None,
+                    pool: None,
+                    replicas: vec!["db2:5432".into(), "db3:5433".into()],
+                    hosts: vec!["db4:5432".into()],
+                    read_from: Some(ReadFrom::Replicas),
+                    synchronous_commit: Some("remote_apply".into()),
+                },
+                None,
             ),
             (
                 "postgresql://u:p@127.0.0.1:5433/db?sslmode=disable&schema=s",
@@ -541,6 +686,10 @@ mod tests {
                     schema: Some("s".into()),
                     table: None,
                     pool: None,
+                    replicas: vec![],
+                    hosts: vec![],
+                    read_from: None,
+                    synchronous_commit: None,
                 },
                 None,
             ),
@@ -624,6 +773,41 @@ mod tests {
                 invalid("capacity", "-1", "a number of sessions"),
             ),
             ("memory://?prefix=x", unknown("memory", "prefix")),
+            // An option neither we nor the driver take is refused, named.
+            ("postgres://u@db/app?bogus=1", unknown("postgres", "bogus")),
+            (
+                "postgres://u@db/app?sslmode=disable&replica=db2:5432",
+                unknown("postgres", "replica"),
+            ),
+            ("mysql://u@db/app?bogus=1", unknown("mysql", "bogus")),
+            (
+                "mariadb://u@db/app?application_name=x",
+                unknown("mysql", "application_name"),
+            ),
+            (
+                "postgres://u@db/app?read_from=replicas",
+                invalid(
+                    "read_from",
+                    "replicas",
+                    "replicas only with replicas=HOST:PORT,... naming them",
+                ),
+            ),
+            (
+                "postgres://u@db/app?replicas=db2:5432&read_from=nearest",
+                invalid("read_from", "nearest", "primary or replicas"),
+            ),
+            (
+                "postgres://u@db/app?replicas=db2",
+                invalid("replicas", "db2", "comma-separated host:port"),
+            ),
+            (
+                "postgres://u@db/app?synchronous_commit=yes",
+                invalid(
+                    "synchronous_commit",
+                    "yes",
+                    "off, local, remote_write, on or remote_apply",
+                ),
+            ),
             (
                 "memory://?timeout=soon",
                 invalid("timeout", "soon", TIMEOUT_FORMAT),

@@ -21,6 +21,36 @@ use session_postgres::sqlx::PgPool;
 const HOW_TO: &str = "run `scripts/test` (it starts a throwaway Postgres) or set DATABASE_URL \
                       to a Postgres database the tests may create schemas in";
 
+/// The streaming replicas of the shared test database (`DATABASE_REPLICAS`,
+/// comma-separated `HOST:PORT`, exported by `scripts/test`). Missing: under
+/// `CI=true` a failure; otherwise `None`, said on stderr.
+pub(crate) fn database_replicas() -> Option<Vec<String>> {
+    match std::env::var("DATABASE_REPLICAS") {
+        Ok(list) if !list.trim().is_empty() => {
+            Some(list.split(',').map(|h| h.trim().to_owned()).collect())
+        }
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("DATABASE_REPLICAS is not set (CI=true): {HOW_TO} (with its streaming replicas)")
+        }
+        _ => {
+            eprintln!(
+                "DATABASE_REPLICAS is not set: replica reads tested against the primary only \
+                 ({HOW_TO}, with its streaming replicas)"
+            );
+            None
+        }
+    }
+}
+
+/// `url` with its `host:port` replaced by `address`.
+pub(crate) fn url_on(url: &str, address: &str) -> String {
+    let (scheme, rest) = url.split_once("://").expect("a URL");
+    let (userinfo, after) = rest.rsplit_once('@').map_or(("", rest), |(u, a)| (u, a));
+    let path = after.find('/').map_or("", |at| &after[at..]);
+    let at = if userinfo.is_empty() { "" } else { "@" };
+    format!("{scheme}://{userinfo}{at}{address}{path}")
+}
+
 /// The shared test database's URL.
 pub(crate) fn database_url() -> String {
     match std::env::var("DATABASE_URL") {
@@ -157,11 +187,89 @@ impl OwnPostgres {
         std::fs::write(data.join("postgresql.conf"), existing).expect("write postgresql.conf");
         std::fs::write(
             data.join("pg_hba.conf"),
-            "local all all trust\nhost all all 127.0.0.1/32 trust\n",
+            "local all all trust\nhost all all 127.0.0.1/32 trust\n\
+             host replication all 127.0.0.1/32 trust\n",
         )
         .expect("write pg_hba.conf");
         server.start_again();
         server
+    }
+
+    /// A streaming replica of `primary`: `pg_basebackup -R -X stream` into a
+    /// temp dir of its own, started on a free loopback port.
+    pub(crate) fn replica_of(primary: &Self) -> Self {
+        let dir = PathBuf::from(
+            run_output(Command::new("mktemp").args(["-d", "-t", "session-pg-replica.XXXXXX"]))
+                .trim(),
+        );
+        if primary.as_root {
+            run(Command::new("chown").arg("postgres:").arg(&dir));
+        }
+        let port = free_port();
+        let server = Self {
+            bin: primary.bin.clone(),
+            dir,
+            port,
+            as_root: primary.as_root,
+        };
+        let data = server.data();
+        let primary_port = primary.port.to_string();
+        server.run_pg(
+            "pg_basebackup",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &primary_port,
+                "-U",
+                "postgres",
+                "-D",
+                path(&data),
+                "-R",
+                "-X",
+                "stream",
+            ],
+        );
+        // The backup copied the primary's settings; later lines win.
+        let mut conf =
+            std::fs::read_to_string(data.join("postgresql.conf")).expect("postgresql.conf");
+        conf.push_str(&format!(
+            "port = {port}\nunix_socket_directories = '{}'\nhot_standby = on\n",
+            server.dir.display()
+        ));
+        std::fs::write(data.join("postgresql.conf"), conf).expect("write postgresql.conf");
+        server.start_again();
+        server
+    }
+
+    /// Its loopback port.
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub(crate) fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `pg_ctl promote`: a replica becomes a primary (returns once it is).
+    pub(crate) fn promote(&self) {
+        self.pg_ctl(&["promote"]);
+    }
+
+    /// SIGKILL to the postmaster (its backends die with it on their next
+    /// check, and the kernel closes every connection).
+    pub(crate) fn kill(&self) {
+        let pid_file = std::fs::read_to_string(self.data().join("postmaster.pid"))
+            .expect("postmaster.pid of a running server");
+        let pid = pid_file
+            .lines()
+            .next()
+            .expect("a pid line")
+            .trim()
+            .to_owned();
+        // Its backends notice the postmaster's death and exit on their own.
+        run(Command::new("kill").args(["-KILL", &pid]));
     }
 
     /// The URL of its `postgres` database.
