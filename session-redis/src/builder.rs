@@ -72,11 +72,6 @@ pub enum BuildError {
     /// `redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER_NAME`.
     #[error("invalid Redis Sentinel URL: {0}")]
     SentinelUrl(&'static str),
-    /// [`RedisStoreBuilder::durable`] on a Redis Cluster: `WAIT` there
-    /// would confirm the replicas of one node only, not those of the
-    /// shard a write went to.
-    #[error("durable acknowledgements are not supported on Redis Cluster")]
-    DurableOnCluster,
 }
 
 #[derive(Clone, Debug)]
@@ -321,6 +316,14 @@ impl RedisStoreBuilder {
     /// with `Retry-After`) when fewer confirm in time. 0 turns it off.
     /// Default: [`DEFAULT_SENTINEL_DURABLE`] behind Sentinel, 0 otherwise.
     ///
+    /// On a Redis Cluster it holds per shard: each write and its `WAIT` go
+    /// together to the master that takes the write (following `MOVED` and
+    /// `ASK` as one), so `WAIT` counts that master's replicas; the
+    /// principal index, kept in another slot, is waited for on its own
+    /// shard too. A shard whose master has fewer live replicas than
+    /// `replicas` (after a failover, until the old master is back as a
+    /// replica) refuses the writes of its sessions, and only those.
+    ///
     /// A write whose `WAIT` fell short was applied on the primary and on
     /// some replicas, perhaps none: the store then holds it or, after a
     /// failover to a replica that missed it, the state before it; a later
@@ -379,8 +382,7 @@ impl RedisStoreBuilder {
     ///
     /// [`BuildError::Url`] when a URL is not a Redis URL;
     /// [`BuildError::SentinelUrl`] for a malformed `redis+sentinel://` URL;
-    /// [`BuildError::Pool`] when the pool cannot be built;
-    /// [`BuildError::DurableOnCluster`] for `durable` on a cluster.
+    /// [`BuildError::Pool`] when the pool cannot be built.
     pub fn build(mut self) -> Result<RedisStore, BuildError> {
         if let Target::Single(url) = &self.target
             && let Some(parsed) = parse_sentinel_url(url)
@@ -389,7 +391,6 @@ impl RedisStoreBuilder {
             self.target = Target::Sentinel { sentinels, master };
         }
         let durable = match (&self.target, self.durable) {
-            (Target::Cluster(_), Some(n)) if n > 0 => return Err(BuildError::DurableOnCluster),
             (Target::Sentinel { .. }, None) => DEFAULT_SENTINEL_DURABLE,
             (_, durable) => durable.unwrap_or(0),
         };

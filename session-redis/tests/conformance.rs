@@ -1,5 +1,6 @@
 //! The shared conformance suite (store contract and HTTP level) on
-//! `RedisStore`: on a standalone server, on a Redis Cluster (`cluster::*`), and
+//! `RedisStore`: on a standalone server, on a Redis Cluster with a replica
+//! per master (`cluster::*`, and with durable=1: `cluster_durable::*`), and
 //! on the primary behind Redis Sentinel (`sentinel::*`, durable=1 by default).
 //! Each test gets a store under a fresh key prefix.
 
@@ -9,6 +10,10 @@ session_core::conformance_tests!(async { crate::common::standalone_store().await
 
 session_core::conformance_tests!(prefix = cluster, async {
     crate::common::cluster_store().await
+});
+
+session_core::conformance_tests!(prefix = cluster_durable, async {
+    crate::common::durable_cluster_store().await
 });
 
 session_core::conformance_tests!(prefix = sentinel, async {

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 /// |---|---|
 /// | `memory://?capacity=100000` | in-process memory (stateful) |
 /// | `redis://127.0.0.1:6379/0?pool=16&prefix=myapp:` | one Redis server |
-/// | `redis+cluster://10.0.0.1:7000,10.0.0.2:7000?prefix=myapp:` | Redis Cluster (seed nodes) |
+/// | `redis+cluster://10.0.0.1:7000,10.0.0.2:7000?prefix=myapp:&durable=1` | Redis Cluster (seed nodes); `durable=N`: each write confirmed by N replicas of its shard |
 /// | `redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster?durable=1&durable_timeout=250ms` | the primary of `mymaster`, found and followed through its sentinels |
 /// | `postgres://app@db/app?schema=sessions&table=sessions&pool=10` | Postgres |
 /// | `mysql://app:secret@db/app?table=sessions&pool=10` (or `mariadb://`) | MySQL 8 / MariaDB |
@@ -84,6 +84,15 @@ pub enum Backend {
         /// Key prefix.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         prefix: Option<String>,
+        /// Replicas of the write's shard that must confirm each write
+        /// before it is acknowledged (`WAIT` on that shard's master);
+        /// default 0.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        durable: Option<u32>,
+        /// How long a write waits for those replicas, in milliseconds
+        /// (default 250).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        durable_timeout_ms: Option<u64>,
     },
     /// The primary of a Redis replication group that Redis Sentinel
     /// manages: found through the sentinels, followed across failovers.
@@ -247,12 +256,18 @@ impl StoreConfig {
             "redis+cluster" => {
                 let pool = options.take("pool", parse_pool, "a pool size from 1")?;
                 let prefix = options.take("prefix", |v| Some(v.to_owned()), "a string")?;
+                let durable =
+                    options.take("durable", |v| v.parse().ok(), "a number of replicas")?;
+                let durable_timeout_ms =
+                    options.take("durable_timeout", parse_timeout, TIMEOUT_FORMAT)?;
                 options.finish("redis+cluster", false)?;
                 let nodes = redis_urls(body)?;
                 Backend::RedisCluster {
                     nodes,
                     pool,
                     prefix,
+                    durable,
+                    durable_timeout_ms,
                 }
             }
             "redis+sentinel" => {
@@ -496,6 +511,19 @@ mod tests {
                     ],
                     pool: None,
                     prefix: Some("s:".into()),
+                    durable: None,
+                    durable_timeout_ms: None,
+                },
+                None,
+            ),
+            (
+                "redis+cluster://c1:7000,c2:7000?durable=1&durable_timeout=50ms",
+                Backend::RedisCluster {
+                    nodes: vec!["redis://c1:7000".into(), "redis://c2:7000".into()],
+                    pool: None,
+                    prefix: None,
+                    durable: Some(1),
+                    durable_timeout_ms: Some(50),
                 },
                 None,
             ),
