@@ -66,8 +66,20 @@ const CREATE_ATTEMPTS: u32 = 3;
 #[derive(Debug)]
 pub(crate) enum CookieChange {
     Keep,
-    Set { id: Id, max_age: Option<Duration> },
+    Set {
+        id: Id,
+        max_age: Option<Duration>,
+        /// The version floor the cookie carries (see [`replica`](crate::replica)):
+        /// `None` unless the store's reads may lag.
+        floor: Option<u64>,
+    },
     Remove,
+}
+
+/// The floor a cookie set for a record at `version` carries: the version,
+/// when the store's reads may lag, else none (the cookie stays `ID`).
+fn floor(config: &Config, version: u64) -> Option<u64> {
+    config.reads_may_lag.then_some(version)
 }
 
 /// How a commit ended.
@@ -144,6 +156,23 @@ pub(crate) async fn commit(config: &Config, state: State, turn: Option<Turn>) ->
     }
     let now = now();
     let failed_before = state.store_failed;
+    // A request that only read a version above the cookie's floor sends
+    // the cookie again, with that version (replica reads).
+    let seen = match (&state.loaded, &state.record) {
+        (Some(loaded), Some(record))
+            if config.reads_may_lag && !state.destroyed && loaded.raises_floor(loaded.version) =>
+        {
+            CookieChange::Set {
+                id: loaded.id,
+                max_age: max_age(record, now),
+                floor: Some(loaded.version),
+            }
+        }
+        _ => CookieChange::Keep,
+    };
+    if matches!(cookie, CookieChange::Keep) {
+        cookie = seen;
+    }
     match (state.loaded, state.record) {
         (Some(loaded), Some(record)) if state.cycle || state.changed => {
             let turn = match turn {
@@ -207,7 +236,14 @@ pub(crate) async fn commit(config: &Config, state: State, turn: Option<Turn>) ->
         (None, Some(mut record)) if state.changed => {
             let max_age = max_age(&record, now);
             match create(config, &mut record, deadline).await {
-                Ok((id, _)) => done(CookieChange::Set { id, max_age }, failed_before),
+                Ok((id, _)) => done(
+                    CookieChange::Set {
+                        id,
+                        max_age,
+                        floor: floor(config, 0),
+                    },
+                    failed_before,
+                ),
                 Err(_) => Outcome::Failed { identity: false },
             }
         }
@@ -259,10 +295,12 @@ impl Write<'_> {
             match saved.await {
                 Err(_) => return Outcome::Failed { identity: false },
                 Ok(SaveOutcome::Saved) => {
-                    let cookie = if cookie_changed {
+                    let raises = config.reads_may_lag && self.loaded.raises_floor(record.version);
+                    let cookie = if cookie_changed || raises {
                         CookieChange::Set {
                             id: self.loaded.id,
                             max_age: max_age(&record, now()),
+                            floor: floor(config, record.version),
                         }
                     } else {
                         CookieChange::Keep
@@ -276,7 +314,7 @@ impl Write<'_> {
                 Ok(SaveOutcome::Conflict) => {
                     tracing::debug!(key = key.short(), attempt, "session save conflict");
                     self.pause(attempt).await;
-                    match self.fresh().await {
+                    match self.fresh(expected).await {
                         Err(_) => return Outcome::Failed { identity: false },
                         Ok(None) => return self.stale(None),
                         Ok(Some(fresh)) => match self.rebase(fresh, &record) {
@@ -311,7 +349,8 @@ impl Write<'_> {
             let outcome = match call(config, "delete", old, self.deadline, retire).await {
                 Err(_) => None,
                 Ok(DeleteOutcome::Deleted) => {
-                    return done(CookieChange::Set { id, max_age }, false);
+                    let floor = floor(config, new_version);
+                    return done(CookieChange::Set { id, max_age, floor }, false);
                 }
                 Ok(DeleteOutcome::Gone) => Some(self.stale(None)),
                 Ok(DeleteOutcome::Conflict) => {
@@ -321,7 +360,7 @@ impl Write<'_> {
                         "write to the old id during cycle"
                     );
                     self.pause(attempt).await;
-                    match self.fresh().await {
+                    match self.fresh(expected).await {
                         Err(_) => None,
                         Ok(None) => Some(self.stale(None)),
                         Ok(Some(fresh)) => match self.rebase(fresh, &record) {
@@ -354,10 +393,22 @@ impl Write<'_> {
         Outcome::Failed { identity: true }
     }
 
-    async fn fresh(&self) -> Result<Option<Record>, StoreError> {
+    /// The record after a save or delete on version `conflicted`
+    /// conflicted. Its version has moved past `conflicted` by then, so with
+    /// a store whose reads may lag it is loaded with a floor one above:
+    /// a replica still at `conflicted` (or before) cannot answer, the
+    /// primary does, and a re-run never gets the same stale record again.
+    async fn fresh(&self, conflicted: u64) -> Result<Option<Record>, StoreError> {
         let key = &self.loaded.key;
         let config = self.config;
-        call(config, "load", key, self.deadline, config.store.load(key)).await
+        let load = if config.reads_may_lag {
+            config
+                .store
+                .load_at_least(key, Some(conflicted.saturating_add(1)))
+        } else {
+            config.store.load(key)
+        };
+        call(config, "load", key, self.deadline, load).await
     }
 
     /// `fresh` with this request's changes applied, if nothing the request

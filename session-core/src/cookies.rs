@@ -22,6 +22,54 @@ pub(crate) const MAX_CANDIDATES: usize = 3;
 /// Length of the base64 HMAC-SHA256 tag the cookie crate prepends to a signed value.
 const SIGNATURE_LEN: usize = 44;
 
+/// The longest floor part of a cookie value: `.` and the 20 digits of `u64::MAX`.
+const MAX_FLOOR_LEN: usize = 21;
+
+/// A session id read from a cookie, with the version floor the cookie
+/// carries, if any (see [`replica`](crate::replica)): the value is `ID` or
+/// `ID.V`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct CookieId {
+    pub(crate) id: Id,
+    pub(crate) floor: Option<u64>,
+}
+
+impl CookieId {
+    /// Parses a cookie value (after any signature is checked): an id,
+    /// then optionally `.` and a floor. A floor that does not parse is
+    /// ignored; the id still counts.
+    fn parse(value: &str) -> Option<Self> {
+        let (id, floor) = match value.split_once('.') {
+            Some((id, floor)) => (id, parse_floor(floor)),
+            None => (value, None),
+        };
+        Some(Self {
+            id: Id::decode(id)?,
+            floor,
+        })
+    }
+}
+
+fn parse_floor(floor: &str) -> Option<u64> {
+    if floor.is_empty()
+        || floor.len() > MAX_FLOOR_LEN - 1
+        || !floor.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    floor.parse().ok()
+}
+
+/// The cookie value for `id` with `floor`: `ID` or `ID.V`.
+fn plain_value(id: &Id, floor: Option<u64>) -> String {
+    let mut value = id.encode();
+    if let Some(floor) = floor {
+        // Writing to a `String` cannot fail.
+        let _ = write!(value, ".{floor}");
+    }
+    value
+}
+
 /// The `__Host-` prefix: the browser only accepts such a cookie if it is
 /// Secure, has `Path=/` and no `Domain`, so no subdomain can plant or read it.
 pub(crate) const HOST_PREFIX: &str = "__Host-";
@@ -73,12 +121,13 @@ impl CookieConfig {
 
     /// The session ids named by the request's cookies, in order: every
     /// well-formed cookie of our name (that verifies under one of the keys,
-    /// when signing), at most [`MAX_CANDIDATES`], without repeats.
+    /// when signing), at most [`MAX_CANDIDATES`], without repeats (an id
+    /// sent twice keeps the higher floor).
     ///
     /// Parsing is on bytes: another cookie with raw UTF-8 or other non-ASCII
     /// bytes in the same header (browsers send those as they are) must not
     /// hide ours.
-    pub(crate) fn read(&self, headers: &HeaderMap, wire_name: &str) -> Vec<Id> {
+    pub(crate) fn read(&self, headers: &HeaderMap, wire_name: &str) -> Vec<CookieId> {
         let mut ids = Vec::new();
         let pairs = headers
             .get_all(COOKIE)
@@ -94,41 +143,56 @@ impl CookieConfig {
             let Ok(value) = std::str::from_utf8(pair[eq + 1..].trim_ascii()) else {
                 continue;
             };
-            if let Some(id) = self.verify(wire_name, strip_quotes(value))
-                && !ids.contains(&id)
+            let Some(read) = self.verify(wire_name, strip_quotes(value)) else {
+                continue;
+            };
+            if let Some(seen) = ids
+                .iter_mut()
+                .find(|seen: &&mut CookieId| seen.id == read.id)
             {
-                ids.push(id);
-                if ids.len() == MAX_CANDIDATES {
-                    break;
-                }
+                seen.floor = seen.floor.max(read.floor);
+                continue;
+            }
+            ids.push(read);
+            if ids.len() == MAX_CANDIDATES {
+                break;
             }
         }
         ids
     }
 
-    fn verify(&self, wire_name: &str, value: &str) -> Option<Id> {
+    fn verify(&self, wire_name: &str, value: &str) -> Option<CookieId> {
         if self.keys.is_empty() {
-            return Id::decode(value);
+            return CookieId::parse(value);
         }
-        if value.len() != SIGNATURE_LEN + ENCODED_ID_LEN {
+        let bare = SIGNATURE_LEN + ENCODED_ID_LEN;
+        if value.len() < bare || value.len() > bare + MAX_FLOOR_LEN {
             return None;
         }
         let jar = CookieJar::new();
         self.keys.iter().find_map(|key| {
             let cookie = Cookie::new(wire_name.to_owned(), value.to_owned());
+            // The signature covers the whole value, floor included.
             let verified = jar.signed(key).verify(cookie)?;
-            Id::decode(verified.value())
+            CookieId::parse(verified.value())
         })
     }
 
-    /// `Set-Cookie` for `id`; `max_age` makes it persistent.
-    pub(crate) fn set(&self, wire_name: &str, id: &Id, max_age: Option<Duration>) -> HeaderValue {
+    /// `Set-Cookie` for `id`, with the version floor `floor` when `Some`
+    /// (see [`replica`](crate::replica)); `max_age` makes it persistent.
+    pub(crate) fn set(
+        &self,
+        wire_name: &str,
+        id: &Id,
+        floor: Option<u64>,
+        max_age: Option<Duration>,
+    ) -> HeaderValue {
         let value = match self.keys.first() {
-            None => id.encode(),
+            None => plain_value(id, floor),
             Some(key) => {
                 let mut jar = CookieJar::new();
                 jar.signed_mut(key)
-                    .add(Cookie::new(wire_name.to_owned(), id.encode()));
+                    .add(Cookie::new(wire_name.to_owned(), plain_value(id, floor)));
                 jar.get(wire_name)
                     .map(|c| c.value().to_owned())
                     .unwrap_or_default()
@@ -280,7 +344,7 @@ mod tests {
                             cookie.set_max_age(time::Duration::try_from(max_age).unwrap());
                         }
                         assert_eq!(
-                            config.set(&name, &id, max_age),
+                            config.set(&name, &id, None, max_age),
                             header_value(&cookie),
                             "{same_site:?} {secure} {http_only} {host_prefix} {domain:?} {max_age:?}"
                         );
@@ -288,6 +352,11 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The ids of what `read` found.
+    fn ids(read: Vec<CookieId>) -> Vec<Id> {
+        read.into_iter().map(|c| c.id).collect()
     }
 
     fn headers(values: &[&[u8]]) -> HeaderMap {
@@ -332,7 +401,7 @@ mod tests {
         let config = CookieConfig::default();
         let id = Id::random().unwrap();
         let header = format!("a=b; session={}; c=d", id.encode());
-        let got = config.read(&headers(&[header.as_bytes()]), "session");
+        let got = ids(config.read(&headers(&[header.as_bytes()]), "session"));
         assert_eq!(got, vec![id]);
     }
 
@@ -344,7 +413,7 @@ mod tests {
         let mut raw = raw.into_bytes();
         raw.extend_from_slice(b"; junk=\xff\xfe");
         let second = format!("session={}; session={}", b.encode(), a.encode());
-        let got = config.read(&headers(&[&raw, second.as_bytes()]), "session");
+        let got = ids(config.read(&headers(&[&raw, second.as_bytes()]), "session"));
         assert_eq!(got, vec![a, b], "in order, without repeats");
     }
 
@@ -375,14 +444,14 @@ mod tests {
             keys: vec![old.clone()],
             ..CookieConfig::default()
         };
-        let set = signer.set("session", &id, None);
+        let set = signer.set("session", &id, None, None);
         let pair = set.to_str().unwrap().split(';').next().unwrap().to_owned();
         let rotated = CookieConfig {
             keys: vec![new.clone(), old],
             ..CookieConfig::default()
         };
         assert_eq!(
-            rotated.read(&headers(&[pair.as_bytes()]), "session"),
+            ids(rotated.read(&headers(&[pair.as_bytes()]), "session")),
             vec![id]
         );
         let dropped = CookieConfig {
@@ -405,12 +474,118 @@ mod tests {
     fn default_flags_are_secure_httponly_lax() {
         let config = CookieConfig::default();
         let id = Id::random().unwrap();
-        let set = config.set("session", &id, None);
+        let set = config.set("session", &id, None, None);
         let set = set.to_str().unwrap();
         assert!(set.contains("Secure"), "{set}");
         assert!(set.contains("HttpOnly"), "{set}");
         assert!(set.contains("SameSite=Lax"), "{set}");
         assert!(set.contains("Path=/"), "{set}");
         assert!(!set.contains("Max-Age"), "{set}");
+    }
+    /// The value `set` puts in a `Set-Cookie`, as a `Cookie` header pair.
+    fn pair_of(config: &CookieConfig, id: &Id, floor: Option<u64>) -> String {
+        let set = config.set("session", id, floor, None);
+        set.to_str().unwrap().split(';').next().unwrap().to_owned()
+    }
+
+    /// `ID` carries no floor, `ID.V` floor `V` (0 included), signed or not.
+    #[test]
+    fn floor_round_trips_and_zero_is_not_none() {
+        let id = Id::random().unwrap();
+        let signed = CookieConfig {
+            keys: vec![Key::generate()],
+            ..CookieConfig::default()
+        };
+        for config in [CookieConfig::default(), signed] {
+            for floor in [None, Some(0), Some(7), Some(u64::MAX)] {
+                let pair = pair_of(&config, &id, floor);
+                let got = config.read(&headers(&[pair.as_bytes()]), "session");
+                assert_eq!(got, vec![CookieId { id, floor }], "{pair}");
+            }
+        }
+        let plain = CookieConfig::default();
+        assert_eq!(
+            pair_of(&plain, &id, None),
+            format!("session={}", id.encode())
+        );
+        assert_eq!(
+            pair_of(&plain, &id, Some(0)),
+            format!("session={}.0", id.encode())
+        );
+    }
+
+    /// A floor that does not parse is ignored; the id still counts.
+    #[test]
+    fn malformed_floor_keeps_the_id_and_drops_the_floor() {
+        let config = CookieConfig::default();
+        let id = Id::random().unwrap();
+        let e = id.encode();
+        for value in [
+            format!("{e}."),
+            format!("{e}.x"),
+            format!("{e}.-1"),
+            format!("{e}.+1"),
+            format!("{e}.1.2"),
+            format!("{e}. 1"),
+            format!("{e}.18446744073709551616"),
+            format!("{e}.{}", "9".repeat(400)),
+        ] {
+            let raw = format!("session={value}");
+            let got = config.read(&headers(&[raw.as_bytes()]), "session");
+            assert_eq!(got, vec![CookieId { id, floor: None }], "{value}");
+        }
+        // A bad id is no session, whatever the floor.
+        for raw in [
+            "session=AAAA.3",
+            "session=.3",
+            "session=AAAAAAAAAAAAAAAAAAAAAAA.3",
+        ] {
+            assert_eq!(
+                config.read(&headers(&[raw.as_bytes()]), "session"),
+                vec![],
+                "{raw}"
+            );
+        }
+    }
+
+    /// The signature covers the floor: a signed cookie whose floor was
+    /// changed, added or removed is no session at all.
+    #[test]
+    fn signed_floor_cannot_be_changed() {
+        let config = CookieConfig {
+            keys: vec![Key::generate()],
+            ..CookieConfig::default()
+        };
+        let id = Id::random().unwrap();
+        let pair = pair_of(&config, &id, Some(4));
+        let tampered = [
+            pair.replace(".4", ".5"),
+            pair.replace(".4", ""),
+            format!("{pair}1"),
+        ];
+        for raw in tampered {
+            assert_eq!(
+                config.read(&headers(&[raw.as_bytes()]), "session"),
+                vec![],
+                "{raw}"
+            );
+        }
+        let bare = pair_of(&config, &id, None);
+        assert_eq!(
+            config.read(&headers(&[format!("{bare}.4").as_bytes()]), "session"),
+            vec![],
+            "a floor appended to a signed value without one"
+        );
+    }
+
+    /// One id sent twice with different floors is one candidate with the higher floor.
+    #[test]
+    fn repeated_id_keeps_the_higher_floor() {
+        let config = CookieConfig::default();
+        let id = Id::random().unwrap();
+        let e = id.encode();
+        let raw = format!("session={e}.2; session={e}.9; session={e}");
+        let got = config.read(&headers(&[raw.as_bytes()]), "session");
+        assert_eq!(got, vec![CookieId { id, floor: Some(9) }]);
     }
 }

@@ -11,6 +11,7 @@ mod id;
 pub mod layer;
 mod locks;
 pub mod record;
+pub mod replica;
 mod session;
 mod store;
 pub mod sweeper;

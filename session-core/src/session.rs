@@ -14,6 +14,7 @@ use time::OffsetDateTime;
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::commit::{self, Outcome, Turn};
+use crate::cookies::CookieId;
 use crate::layer::Config;
 use crate::layer::rerun::{RouteUse, Template};
 use crate::record::now;
@@ -72,8 +73,9 @@ pub struct Session {
 struct Inner {
     config: Arc<Config>,
     /// The well-formed ids the request's cookies carried, in order (a stale
-    /// cookie from another path may come before the live one).
-    cookie_ids: Vec<Id>,
+    /// cookie from another path may come before the live one), each with
+    /// the version floor its cookie carries.
+    cookie_ids: Vec<CookieId>,
     state: Mutex<State>,
     /// The request may run again if its view turns out stale: the axum
     /// extractor then keeps a copy of its head in `template`.
@@ -109,6 +111,18 @@ pub(crate) struct Loaded {
     pub(crate) id: Id,
     pub(crate) key: StoreKey,
     pub(crate) version: u64,
+    /// The version floor the client's cookie carried for this id (see
+    /// [`replica`](crate::replica)).
+    pub(crate) floor: Option<u64>,
+}
+
+impl Loaded {
+    /// Whether `version` is above the floor the client's cookie carries:
+    /// then, with a store whose reads may lag, the cookie is sent again
+    /// with `version` as its floor.
+    pub(crate) fn raises_floor(&self, version: u64) -> bool {
+        self.floor.is_none_or(|floor| version > floor)
+    }
 }
 
 /// Everything a request did to its session; `commit` works from this.
@@ -355,7 +369,7 @@ impl fmt::Debug for Session {
 }
 
 impl Session {
-    pub(crate) fn new(config: Arc<Config>, cookie_ids: Vec<Id>, rerunnable: bool) -> Self {
+    pub(crate) fn new(config: Arc<Config>, cookie_ids: Vec<CookieId>, rerunnable: bool) -> Self {
         Self::with_state(
             config,
             cookie_ids,
@@ -367,7 +381,7 @@ impl Session {
 
     fn with_state(
         config: Arc<Config>,
-        cookie_ids: Vec<Id>,
+        cookie_ids: Vec<CookieId>,
         state: State,
         rerunnable: bool,
         remembered: Remembered,
@@ -461,14 +475,20 @@ impl Session {
         }
         let config = &self.inner.config;
         let deadline = commit::deadline(config);
-        for &id in &self.inner.cookie_ids {
+        for &CookieId { id, floor } in &self.inner.cookie_ids {
             let key = id.store_key();
-            match commit::call(config, "load", &key, deadline, config.store.load(&key)).await {
+            let load = if config.reads_may_lag {
+                config.store.load_at_least(&key, floor)
+            } else {
+                config.store.load(&key)
+            };
+            match commit::call(config, "load", &key, deadline, load).await {
                 Ok(Some(record)) => {
                     state.loaded = Some(Loaded {
                         id,
                         key,
                         version: record.version,
+                        floor,
                     });
                     state.record = Some(record);
                     break;
@@ -640,7 +660,7 @@ impl Session {
             // Not loaded (no need to read what is deleted) or loading failed:
             // delete whatever the cookies name.
             None if matches!(state.phase, Phase::Unloaded | Phase::Failed) => {
-                let keys = self.inner.cookie_ids.iter().map(Id::store_key);
+                let keys = self.inner.cookie_ids.iter().map(|c| c.id.store_key());
                 state.doomed.extend(keys);
             }
             None => {}
@@ -752,8 +772,12 @@ impl Session {
                     && !state.destroyed
                     && state.doomed.is_empty()
                     && match (&state.loaded, &state.record) {
-                        (Some(_), Some(record)) => {
-                            !commit::touch_due(&self.inner.config, record, now())
+                        (Some(loaded), Some(record)) => {
+                            // A version above the cookie's floor: the
+                            // cookie must carry it (replica reads).
+                            let raises = self.inner.config.reads_may_lag
+                                && loaded.raises_floor(loaded.version);
+                            !raises && !commit::touch_due(&self.inner.config, record, now())
                         }
                         _ => true,
                     }
@@ -839,6 +863,7 @@ mod tests {
                     .expect("an id")
                     .store_key(),
                 version: 0,
+                floor: None,
             }),
             record: Some(record.clone()),
             ..State::default()

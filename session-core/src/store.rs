@@ -93,7 +93,46 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Loads the live record under `key`. Never returns an expired record;
     /// a stored value that does not decode is returned as `None` and logged.
+    /// It never answers from a lagging copy (a store with replicas reads its
+    /// primary here; see [`load_at_least`](Self::load_at_least)).
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError>;
+
+    /// Loads the live record under `key`, like [`load`](Self::load), for a
+    /// client that has already seen version `floor` of it (`None`: the
+    /// client has seen no version, or it is not known). This is the load
+    /// the layer makes for a request when the store's
+    /// [`reads_may_lag`](Self::reads_may_lag).
+    ///
+    /// A store with replicas may answer it from a replica, which may lag
+    /// behind the primary, but never with a record older than `floor`, nor
+    /// with `None` when `floor` is `Some` unless the primary has no live
+    /// record either: it asks its primary instead (see
+    /// [`replica::read_your_writes`](crate::replica::read_your_writes),
+    /// the decision every such store shares). With `floor` `None` a
+    /// replica's answer is taken as it is. Plain [`load`](Self::load) stays
+    /// current (the primary's answer) in every store.
+    ///
+    /// The default, right for every store whose reads never lag, ignores
+    /// the floor and calls [`load`](Self::load).
+    async fn load_at_least(
+        &self,
+        key: &StoreKey,
+        floor: Option<u64>,
+    ) -> Result<Option<Record>, StoreError> {
+        let _ = floor;
+        self.load(key).await
+    }
+
+    /// Whether [`load_at_least`](Self::load_at_least) may answer from a
+    /// copy that lags behind the writes (a replica). Then the layer keeps a
+    /// version floor per
+    /// client in its cookie and loads with
+    /// [`load_at_least`](Self::load_at_least), so that a client never sees
+    /// a record older than one it has seen or written. Default `false`:
+    /// cookies carry no floor and loads are plain [`load`](Self::load)s.
+    fn reads_may_lag(&self) -> bool {
+        false
+    }
 
     /// Compare-and-set: writes `record` (whose `version` is
     /// `expected_version + 1`) only if the live record under `key` has version
@@ -167,6 +206,18 @@ impl<S: SessionStore + ?Sized> SessionStore for Arc<S> {
 
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
         (**self).load(key).await
+    }
+
+    async fn load_at_least(
+        &self,
+        key: &StoreKey,
+        floor: Option<u64>,
+    ) -> Result<Option<Record>, StoreError> {
+        (**self).load_at_least(key, floor).await
+    }
+
+    fn reads_may_lag(&self) -> bool {
+        (**self).reads_may_lag()
     }
 
     async fn save(

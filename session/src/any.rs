@@ -314,6 +314,18 @@ impl SessionStore for AnyStore {
         self.inner.load(key).await
     }
 
+    async fn load_at_least(
+        &self,
+        key: &StoreKey,
+        floor: Option<u64>,
+    ) -> Result<Option<Record>, StoreError> {
+        self.inner.load_at_least(key, floor).await
+    }
+
+    fn reads_may_lag(&self) -> bool {
+        self.inner.reads_may_lag()
+    }
+
     async fn save(
         &self,
         key: &StoreKey,

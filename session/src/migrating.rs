@@ -238,6 +238,26 @@ impl<Old: SessionStore, New: SessionStore> SessionStore for MigratingStore<Old, 
         }
     }
 
+    async fn load_at_least(
+        &self,
+        key: &StoreKey,
+        floor: Option<u64>,
+    ) -> Result<Option<Record>, StoreError> {
+        // As `load`, each store keeping the client's floor: a lagging `old`
+        // answers "absent" with a floor only when its primary agrees, so the
+        // session is then in `new` (or gone).
+        let Stores { old, new } = &*self.stores;
+        match old.load_at_least(key, floor).await? {
+            Some(record) if self.moving => self.move_to_new(key, record).await,
+            Some(record) => Ok(Some(record)),
+            None => new.load_at_least(key, floor).await,
+        }
+    }
+
+    fn reads_may_lag(&self) -> bool {
+        self.stores.old.reads_may_lag() || self.stores.new.reads_may_lag()
+    }
+
     async fn save(
         &self,
         key: &StoreKey,

@@ -15,6 +15,9 @@
 //!   parallel `get`-then-`insert` requests over 3 app instances, a stale
 //!   read never committed, logouts and id changes racing writes (forced
 //!   interleavings), and the store calls of the non-conflicting path.
+//! - [`replica`]: replica reads through two app instances: a client
+//!   always sees its own writes and never goes back in versions (and a
+//!   store whose reads do not lag sets cookies without a floor).
 //! - [`faults`]: not a suite but the load every backend's fault tests run
 //!   while they restart, kill or freeze their server, and the assertions
 //!   they share (every failure a `503` in the fault window, no hang, no
@@ -35,6 +38,7 @@
 
 pub mod faults;
 pub mod http;
+pub mod replica;
 pub mod serial;
 pub mod store;
 pub mod support;
@@ -104,6 +108,9 @@ macro_rules! conformance_tests {
             failed_handler_commits_nothing,
             size_limit_holds_when_parallel_writes_combine,
             touch_never_undoes_a_shorter_idle_timeout,
+        );
+        $crate::__conformance_cases!($factory; replica:
+            client_sees_its_writes_across_instances,
         );
     };
 }

@@ -103,6 +103,19 @@ impl<S: SessionStore> SessionStore for CountingStore<S> {
         self.inner.load(key).await
     }
 
+    async fn load_at_least(
+        &self,
+        key: &StoreKey,
+        floor: Option<u64>,
+    ) -> Result<Option<Record>, StoreError> {
+        bump(&self.load);
+        self.inner.load_at_least(key, floor).await
+    }
+
+    fn reads_may_lag(&self) -> bool {
+        self.inner.reads_may_lag()
+    }
+
     async fn save(
         &self,
         key: &StoreKey,
@@ -500,6 +513,19 @@ impl<S: SessionStore> SessionStore for FaultStore<S> {
         self.around(Call::Load, key, self.inner.load(key)).await
     }
 
+    async fn load_at_least(
+        &self,
+        key: &StoreKey,
+        floor: Option<u64>,
+    ) -> Result<Option<Record>, StoreError> {
+        let load = self.inner.load_at_least(key, floor);
+        self.around(Call::Load, key, load).await
+    }
+
+    fn reads_may_lag(&self) -> bool {
+        self.inner.reads_may_lag()
+    }
+
     async fn save(
         &self,
         key: &StoreKey,
@@ -547,5 +573,202 @@ impl<S: SessionStore> SessionStore for FaultStore<S> {
 
     async fn delete_expired(&self) -> Result<u64, StoreError> {
         self.inner.delete_expired().await
+    }
+}
+
+/// A store with a simulated replica, to test the layer's replica reads
+/// (see [`replica`](crate::replica)) without a replicated server: writes
+/// and plain loads go to the wrapped store (the primary);
+/// [`load_at_least`](SessionStore::load_at_least) asks the replica first,
+/// through [`replica::read_your_writes`](crate::replica::read_your_writes).
+///
+/// The replica replays each write `lag` after it was made (at the next
+/// replica load that comes that late), and not at all while
+/// [`pause`](Self::pause)d, like a streaming replica whose replay is paused.
+/// Expired records are hidden on the replica as on the primary.
+///
+/// ```
+/// use std::time::Duration;
+/// use session_core::conformance::support::LaggingStore;
+/// use session_memory::MemoryStore;
+///
+/// let store = LaggingStore::new(MemoryStore::new(), Duration::from_millis(20));
+/// store.pause(); // the replica replays nothing until `resume`
+/// # store.resume();
+/// ```
+#[derive(Debug)]
+pub struct LaggingStore<S> {
+    primary: S,
+    lag: Duration,
+    replica: std::sync::Mutex<Replica>,
+    reads: crate::replica::ReadCounters,
+}
+
+#[derive(Debug, Default)]
+struct Replica {
+    records: std::collections::HashMap<StoreKey, Record>,
+    /// Keys written on the primary, when, not yet replayed.
+    pending: Vec<(std::time::Instant, StoreKey)>,
+    paused: bool,
+}
+
+impl<S: SessionStore> LaggingStore<S> {
+    /// `primary` with a replica that replays its writes `lag` late.
+    pub fn new(primary: S, lag: Duration) -> Self {
+        Self {
+            primary,
+            lag,
+            replica: std::sync::Mutex::default(),
+            reads: crate::replica::ReadCounters::new(),
+        }
+    }
+
+    /// Stops the replica's replay (as `pg_wal_replay_pause()` does).
+    pub fn pause(&self) {
+        self.replica().paused = true;
+    }
+
+    /// Lets the replica replay again.
+    pub fn resume(&self) {
+        self.replica().paused = false;
+    }
+
+    /// How loads with a floor were answered so far.
+    pub fn reads(&self) -> crate::replica::ReadCounts {
+        self.reads.counts()
+    }
+
+    /// The wrapped store (the primary).
+    pub fn inner(&self) -> &S {
+        &self.primary
+    }
+
+    fn replica(&self) -> std::sync::MutexGuard<'_, Replica> {
+        self.replica
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn wrote(&self, key: &StoreKey) {
+        self.replica()
+            .pending
+            .push((std::time::Instant::now(), key.clone()));
+    }
+
+    /// The replica's answer: first it replays the writes that are `lag` old.
+    async fn replica_load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
+        let due: Vec<StoreKey> = {
+            let mut replica = self.replica();
+            if replica.paused {
+                Vec::new()
+            } else {
+                let now = std::time::Instant::now();
+                let split = replica
+                    .pending
+                    .iter()
+                    .position(|(at, _)| now.duration_since(*at) < self.lag)
+                    .unwrap_or(replica.pending.len());
+                replica.pending.drain(..split).map(|(_, k)| k).collect()
+            }
+        };
+        for key in due {
+            // The primary's state now: at least as new as the write replayed.
+            let record = self.primary.load(&key).await?;
+            let mut replica = self.replica();
+            match record {
+                Some(record) => replica.records.insert(key, record),
+                None => replica.records.remove(&key),
+            };
+        }
+        let record = self.replica().records.get(key).cloned();
+        Ok(record.filter(|r| crate::record::now() < r.expires_at()))
+    }
+}
+
+#[async_trait]
+impl<S: SessionStore> SessionStore for LaggingStore<S> {
+    async fn create(&self, key: &StoreKey, record: &Record) -> Result<bool, StoreError> {
+        let created = self.primary.create(key, record).await?;
+        self.wrote(key);
+        Ok(created)
+    }
+
+    async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
+        self.primary.load(key).await
+    }
+
+    async fn load_at_least(
+        &self,
+        key: &StoreKey,
+        floor: Option<u64>,
+    ) -> Result<Option<Record>, StoreError> {
+        self.reads
+            .load(floor, self.replica_load(key), || self.primary.load(key))
+            .await
+    }
+
+    fn reads_may_lag(&self) -> bool {
+        true
+    }
+
+    async fn save(
+        &self,
+        key: &StoreKey,
+        record: &Record,
+        expected_version: u64,
+    ) -> Result<SaveOutcome, StoreError> {
+        let saved = self.primary.save(key, record, expected_version).await?;
+        self.wrote(key);
+        Ok(saved)
+    }
+
+    async fn touch(
+        &self,
+        key: &StoreKey,
+        expected_version: u64,
+        idle_deadline: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let touched = self
+            .primary
+            .touch(key, expected_version, idle_deadline)
+            .await?;
+        self.wrote(key);
+        Ok(touched)
+    }
+
+    async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
+        self.primary.delete(key).await?;
+        self.wrote(key);
+        Ok(())
+    }
+
+    async fn delete_if_unchanged(
+        &self,
+        key: &StoreKey,
+        expected_version: u64,
+    ) -> Result<DeleteOutcome, StoreError> {
+        let deleted = self
+            .primary
+            .delete_if_unchanged(key, expected_version)
+            .await?;
+        self.wrote(key);
+        Ok(deleted)
+    }
+
+    async fn list_by_principal(&self, principal: &str) -> Result<Vec<SessionInfo>, StoreError> {
+        self.primary.list_by_principal(principal).await
+    }
+
+    async fn delete_by_principal(&self, principal: &str) -> Result<u64, StoreError> {
+        let listed = self.primary.list_by_principal(principal).await?;
+        let deleted = self.primary.delete_by_principal(principal).await?;
+        for session in listed {
+            self.wrote(&session.key);
+        }
+        Ok(deleted)
+    }
+
+    async fn delete_expired(&self) -> Result<u64, StoreError> {
+        self.primary.delete_expired().await
     }
 }

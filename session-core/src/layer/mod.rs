@@ -128,6 +128,9 @@ pub enum ConflictPolicy {
 #[derive(Clone)]
 pub(crate) struct Config {
     pub(crate) store: Arc<dyn SessionStore>,
+    /// The store's [`reads_may_lag`](SessionStore::reads_may_lag), asked
+    /// once: cookies then carry a version floor (see [`replica`](crate::replica)).
+    pub(crate) reads_may_lag: bool,
     pub(crate) cookie: CookieConfig,
     /// The cookie name on the wire (with the `__Host-` prefix if enabled).
     pub(crate) wire_name: String,
@@ -199,6 +202,7 @@ impl SessionLayer {
         let cookie = CookieConfig::default();
         Self {
             config: Arc::new(Config {
+                reads_may_lag: store.reads_may_lag(),
                 store,
                 wire_name: cookie.wire_name(),
                 cookie,

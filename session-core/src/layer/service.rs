@@ -176,7 +176,9 @@ where
 fn set_cookie<B>(config: &Config, response: &mut Response<B>, cookie: CookieChange) {
     let header = match cookie {
         CookieChange::Keep => return,
-        CookieChange::Set { id, max_age } => config.cookie.set(&config.wire_name, &id, max_age),
+        CookieChange::Set { id, max_age, floor } => {
+            config.cookie.set(&config.wire_name, &id, floor, max_age)
+        }
         CookieChange::Remove => config.cookie.removal(&config.wire_name),
     };
     response.headers_mut().append(SET_COOKIE, header);
