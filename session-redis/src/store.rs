@@ -8,12 +8,13 @@ use async_trait::async_trait;
 use deadpool_redis::redis::{self, AsyncCommands as _, ErrorKind, ServerErrorKind};
 use futures_util::future::try_join_all;
 use session_core::record::{now, to_unix_ms};
+use session_core::replica::{ReadCounters, ReadCounts};
 use session_core::time::OffsetDateTime;
 use session_core::{
     DeleteOutcome, Record, SaveOutcome, SessionInfo, SessionStore, StoreError, StoreKey,
 };
 
-use crate::connection::{Conn, Connections, Pool, is_readonly};
+use crate::connection::{Conn, Connections, Pool, Replicas, is_readonly};
 use crate::encoding::{self, millis};
 use crate::scripts;
 
@@ -67,6 +68,9 @@ pub struct RedisStore {
     prefix: Arc<str>,
     durability: Durability,
     failover_retry: Duration,
+    /// Behind Sentinel with replica reads: the replicas loads may ask.
+    replicas: Option<Arc<Replicas>>,
+    reads: Arc<ReadCounters>,
 }
 
 /// How many replicas must confirm a write before it is acknowledged.
@@ -117,6 +121,7 @@ impl fmt::Debug for RedisStore {
             .field("key_prefix", &self.prefix)
             .field("shared_connections", &self.connections.slots())
             .field("durable", &self.durability.replicas)
+            .field("read_from_replicas", &self.replicas.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -163,13 +168,57 @@ impl RedisStore {
                 timeout: crate::DEFAULT_DURABLE_TIMEOUT,
             },
             failover_retry: crate::DEFAULT_FAILOVER_RETRY,
+            replicas: None,
+            reads: Arc::new(ReadCounters::new()),
         }
     }
 
-    pub(crate) fn configured(mut self, durability: Durability, failover_retry: Duration) -> Self {
+    pub(crate) fn configured(
+        mut self,
+        durability: Durability,
+        failover_retry: Duration,
+        replicas: Option<Replicas>,
+    ) -> Self {
         self.durability = durability;
         self.failover_retry = failover_retry;
+        self.replicas = replicas.map(Arc::new);
         self
+    }
+
+    /// How this store's loads were answered so far, by a replica or by the
+    /// primary (see
+    /// [`RedisStoreBuilder::read_from_replicas`](crate::RedisStoreBuilder::read_from_replicas));
+    /// shared by its clones. All zero without replica reads.
+    pub fn replica_reads(&self) -> ReadCounts {
+        self.reads.counts()
+    }
+
+    /// A load from one of the replicas, under the replica timeout; an
+    /// error (so the primary is asked) when there is none, it fails, or it
+    /// does not answer in time (it is then left out until the next lookup).
+    async fn load_from_replica(
+        &self,
+        replicas: &Arc<Replicas>,
+        key: &StoreKey,
+    ) -> Result<Option<Record>, StoreError> {
+        let Some((address, conn)) = replicas.get() else {
+            return Err(StoreError::backend("no replica to read from"));
+        };
+        let mut conn = Conn::Single(conn);
+        match tokio::time::timeout(replicas.timeout, self.read(&mut conn, key)).await {
+            Ok(Ok(record)) => Ok(record),
+            Ok(Err(error)) => {
+                replicas.failed(&address);
+                Err(StoreError::backend(error))
+            }
+            Err(_) => {
+                replicas.failed(&address);
+                Err(StoreError::backend(format!(
+                    "the replica did not answer within {:?}",
+                    replicas.timeout
+                )))
+            }
+        }
     }
 
     /// How many replicas must confirm each write (see
@@ -668,9 +717,35 @@ impl SessionStore for RedisStore {
         Ok(created == 1)
     }
 
-    /// One `GET`.
+    /// One `GET`, on the primary.
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
         self.run(async |conn| self.read(conn, key).await).await
+    }
+
+    /// With [replica reads](crate::RedisStoreBuilder::read_from_replicas):
+    /// one `GET` on a replica (in turn), and one on the primary only when
+    /// the replica's answer is below `floor`, missing while there is a
+    /// floor, failed or late (session-core's
+    /// [`read_your_writes`](session_core::replica::read_your_writes)).
+    /// Without them, [`load`](Self::load).
+    async fn load_at_least(
+        &self,
+        key: &StoreKey,
+        floor: Option<u64>,
+    ) -> Result<Option<Record>, StoreError> {
+        let Some(replicas) = &self.replicas else {
+            return self.load(key).await;
+        };
+        self.reads
+            .load(floor, self.load_from_replica(replicas, key), || {
+                self.load(key)
+            })
+            .await
+    }
+
+    /// True with [replica reads](crate::RedisStoreBuilder::read_from_replicas).
+    fn reads_may_lag(&self) -> bool {
+        self.replicas.is_some()
     }
 
     /// One `save` script. Only when the record gets a principal it did not

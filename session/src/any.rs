@@ -171,9 +171,11 @@ async fn connect_backend(backend: &Backend) -> Result<AnyStore, ConnectError> {
             prefix,
             durable,
             durable_timeout_ms,
+            read_from_replicas,
         } => {
             let mut builder =
-                session_redis::RedisStore::sentinel_builder(sentinels.iter().cloned(), master);
+                session_redis::RedisStore::sentinel_builder(sentinels.iter().cloned(), master)
+                    .read_from_replicas(*read_from_replicas);
             if let Some(replicas) = durable {
                 builder = builder.durable(*replicas);
             }

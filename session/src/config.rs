@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 /// | `memory://?capacity=100000` | in-process memory (stateful) |
 /// | `redis://127.0.0.1:6379/0?pool=16&prefix=myapp:` | one Redis server |
 /// | `redis+cluster://10.0.0.1:7000,10.0.0.2:7000?prefix=myapp:&durable=1` | Redis Cluster (seed nodes); `durable=N`: each write confirmed by N replicas of its shard |
-/// | `redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster?durable=1&durable_timeout=250ms` | the primary of `mymaster`, found and followed through its sentinels |
+/// | `redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster?durable=1&durable_timeout=250ms&read_from=replicas` | the primary of `mymaster`, found and followed through its sentinels; `read_from=replicas`: loads from its replicas, never below the client's version floor |
 /// | `postgres://app@db/app?schema=sessions&table=sessions&pool=10` | Postgres |
 /// | `mysql://app:secret@db/app?table=sessions&pool=10` (or `mariadb://`) | MySQL 8 / MariaDB |
 ///
@@ -113,6 +113,11 @@ pub enum Backend {
         /// (default 250).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         durable_timeout_ms: Option<u64>,
+        /// Loads may be answered by the primary's replicas, never below
+        /// the client's version floor (URL: `read_from=replicas`; default
+        /// `read_from=primary`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        read_from_replicas: bool,
     },
     /// Postgres.
     Postgres {
@@ -276,6 +281,17 @@ impl StoreConfig {
                     options.take("durable", |v| v.parse().ok(), "a number of replicas")?;
                 let durable_timeout_ms =
                     options.take("durable_timeout", parse_timeout, TIMEOUT_FORMAT)?;
+                let read_from_replicas = options
+                    .take(
+                        "read_from",
+                        |v| match v {
+                            "replicas" => Some(true),
+                            "primary" => Some(false),
+                            _ => None,
+                        },
+                        "replicas or primary",
+                    )?
+                    .unwrap_or(false);
                 options.finish("redis+sentinel", false)?;
                 let (hosts, master) = body.split_once('/').ok_or(ConfigError::MissingMasterName)?;
                 if master.is_empty() || master.contains('/') {
@@ -288,6 +304,7 @@ impl StoreConfig {
                     prefix,
                     durable,
                     durable_timeout_ms,
+                    read_from_replicas,
                 }
             }
             "postgres" | "postgresql" => {
@@ -538,17 +555,19 @@ mod tests {
                     prefix: None,
                     durable: None,
                     durable_timeout_ms: None,
+                    read_from_replicas: false,
                 },
                 None,
             ),
             (
-                "redis+sentinel://s1:26379/m?durable=2&durable_timeout=100ms&prefix=a:&timeout=1s",
+                "redis+sentinel://s1:26379/m?durable=2&durable_timeout=100ms&prefix=a:&timeout=1s&read_from=replicas",
                 Backend::RedisSentinel {
                     sentinels: vec!["redis://s1:26379".into()],
                     master: "m".into(),
                     prefix: Some("a:".into()),
                     durable: Some(2),
                     durable_timeout_ms: Some(100),
+                    read_from_replicas: true,
                 },
                 Some(1000),
             ),

@@ -113,6 +113,25 @@ pub async fn sentinel_store() -> RedisStore {
     store
 }
 
+/// A store on the Sentinel-managed primary under a fresh prefix, its loads
+/// answered by the replicas (`read_from_replicas`) above the client's
+/// version floor.
+pub async fn sentinel_replica_store() -> RedisStore {
+    let url = sentinel_url();
+    let store = RedisStore::builder(url.clone())
+        .read_from_replicas(true)
+        .build()
+        .expect("REDIS_SENTINEL_URL is a redis+sentinel:// URL")
+        .key_prefix(fresh_prefix());
+    ensure_reachable(&store, &format!("REDIS_SENTINEL_URL={url}")).await;
+    store
+}
+
+/// `cmd` on the server on `port`, or a panic saying what failed.
+pub fn query_port<T: redis::FromRedisValue>(port: u16, cmd: &redis::Cmd) -> T {
+    sentinel_query(port, cmd).unwrap_or_else(|| panic!("{cmd:?} on port {port} failed"))
+}
+
 /// A plain connection to the standalone server, to inspect keys directly.
 pub async fn raw_connection() -> impl ConnectionLike + Clone {
     redis::Client::open(redis_url())
