@@ -8,8 +8,9 @@
 //! - `memory://` (the default) gives each instance its own sessions: a user's
 //!   session only survives while nginx keeps sending them to the same
 //!   instance (`--routing sticky`), and dies with that instance;
-//! - `redis://...` or `postgres://...` share the sessions: any instance
-//!   serves any request (`--routing round-robin`) and instances can die.
+//! - `redis://...`, `redis+sentinel://...` or `postgres://...` share the
+//!   sessions: any instance serves any request (`--routing round-robin`)
+//!   and instances can die (behind Sentinel, the Redis primary too).
 //!
 //! Each response names the instance that served it, in an `x-instance`
 //! header and at the end of the body (which still starts with the count).

@@ -3,7 +3,7 @@
 //!
 //! Needs nginx (`.ci/run` installs it; elsewhere `apt-get install nginx`) and,
 //! for the shared-store cases, the servers `scripts/test` starts (REDIS_URL,
-//! DATABASE_URL, MYSQL_URL).
+//! REDIS_SENTINEL_URL, DATABASE_URL, MYSQL_URL).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests
 
 mod common;
@@ -265,6 +265,17 @@ fn redis_store() -> String {
     )
 }
 
+/// The primary behind the sentinels of `REDIS_SENTINEL_URL`, each write
+/// confirmed by a replica (`durable=1`, said out loud though it is the
+/// default).
+fn sentinel_store() -> String {
+    format!(
+        "{}?durable=1&prefix={}:",
+        env_or_fail("REDIS_SENTINEL_URL"),
+        fresh("cluster-test-")
+    )
+}
+
 fn postgres_store() -> String {
     let url = env_or_fail("DATABASE_URL");
     let sep = if url.contains('?') { '&' } else { '?' };
@@ -279,6 +290,16 @@ async fn redis_round_robin_count_rises_by_one_per_request() {
 #[tokio::test]
 async fn redis_round_robin_kill_one_instance_every_user_keeps_counting() {
     every_user_keeps_counting_when_an_instance_dies(&redis_store()).await;
+}
+
+#[tokio::test]
+async fn sentinel_round_robin_count_rises_by_one_per_request() {
+    count_rises_by_one_round_robin(&sentinel_store()).await;
+}
+
+#[tokio::test]
+async fn sentinel_round_robin_kill_one_instance_every_user_keeps_counting() {
+    every_user_keeps_counting_when_an_instance_dies(&sentinel_store()).await;
 }
 
 fn mysql_store() -> String {

@@ -1,10 +1,10 @@
 # Throwaway Redis servers for the tests: one standalone server, one
-# 3-master Redis Cluster, and one primary with 2 replicas watched by 3
+# Redis Cluster of 3 masters with a replica each, and one primary with 2 replicas watched by 3
 # sentinels, on free loopback ports, each in its own temp dir, without
 # persistence. Sourced after scripts/lib/common.sh, not run.
 #
 #   start_redis          # exports REDIS_URL=redis://127.0.0.1:PORT
-#   start_redis_cluster  # exports REDIS_CLUSTER_NODES=redis://127.0.0.1:P1,...,P3
+#   start_redis_cluster  # exports REDIS_CLUSTER_NODES=redis://127.0.0.1:P1,...,P6
 #   start_redis_sentinel # exports REDIS_SENTINEL_URL=redis+sentinel://127.0.0.1:S1,S2,S3/sessions
 #
 # All register their shutdown (and the removal of their temp dirs) with
@@ -87,12 +87,30 @@ _cluster_ok() {
     done
 }
 
-# start_redis_cluster: three masters, no replicas; exports REDIS_CLUSTER_NODES.
+# _cluster_replicas_synced N PORT...: N of the nodes on PORT... are replicas
+# with their link to their master up.
+_cluster_replicas_synced() {
+    local want=$1 port info synced=0
+    shift
+    for port in "$@"; do
+        info=$(redis-cli -h 127.0.0.1 -p "$port" info replication 2>/dev/null) || return 1
+        if printf '%s\n' "$info" | grep -q '^role:slave' &&
+            printf '%s\n' "$info" | grep -q '^master_link_status:up'; then
+            synced=$((synced + 1))
+        fi
+    done
+    [ "$synced" -ge "$want" ]
+}
+
+# start_redis_cluster: three masters with one replica each (6 nodes;
+# `--cluster-replicas 1`); exports REDIS_CLUSTER_NODES, every node's URL
+# (the client finds the masters among them). Returns once the cluster is
+# ok and every replica is in sync, so a `durable=1` write can succeed.
 start_redis_cluster() {
     need_cmd redis-server redis-server || return 1
     need_cmd redis-cli redis-tools || return 1
     local ports=() nodes=() urls=() port dir i
-    for i in 1 2 3; do
+    for i in 1 2 3 4 5 6; do
         # Ports are drawn one after the other and bound only when the server
         # starts, so a draw can repeat an earlier one: draw again then.
         while :; do
@@ -101,17 +119,24 @@ start_redis_cluster() {
         done
         dir=$(mktemp -d "${TMPDIR:-/tmp}/redis-cluster-test.XXXXXX")
         _redis_spawn "$dir" "$port" --cluster-enabled yes \
-            --cluster-config-file "$dir/nodes.conf" --cluster-node-timeout 5000 || return 1
+            --cluster-config-file "$dir/nodes.conf" --cluster-node-timeout 5000 \
+            --repl-diskless-sync-delay 0 || return 1
         ports+=("$port")
         nodes+=("127.0.0.1:$port")
         urls+=("redis://127.0.0.1:$port")
     done
-    if ! redis-cli --cluster create "${nodes[@]}" --cluster-replicas 0 --cluster-yes >/dev/null 2>&1; then
-        echo "redis-cli --cluster create ${nodes[*]} failed" >&2
+    # redis-cli pairs the first three as masters with the last three as
+    # their replicas (it warns that they share a host: loopback only).
+    if ! redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes >/dev/null 2>&1; then
+        echo "redis-cli --cluster create ${nodes[*]} --cluster-replicas 1 failed" >&2
         return 1
     fi
     if ! wait_for 30 _cluster_ok "${ports[@]}"; then
         echo "redis cluster on ${nodes[*]} did not reach cluster_state:ok" >&2
+        return 1
+    fi
+    if ! wait_for 30 _cluster_replicas_synced 3 "${ports[@]}"; then
+        echo "the replicas of the redis cluster on ${nodes[*]} did not sync" >&2
         return 1
     fi
     REDIS_CLUSTER_NODES=$(IFS=,; echo "${urls[*]}")

@@ -7,7 +7,7 @@ use deadpool_redis::Runtime;
 use deadpool_redis::redis::{self, AsyncConnectionConfig, RedisError};
 
 use crate::RedisStore;
-use crate::connection::{Pool, Sentinel};
+use crate::connection::{Pool, Replicas, Sentinel};
 use crate::store::Durability;
 
 /// Default for [`RedisStoreBuilder::pool_size`].
@@ -51,6 +51,15 @@ pub const DEFAULT_SENTINEL_DURABLE: u32 = 1;
 /// the connection's response timeout (1 s).
 pub const DEFAULT_DURABLE_TIMEOUT: Duration = Duration::from_millis(250);
 
+/// Default for [`RedisStoreBuilder::replica_timeout`]: how long a load
+/// waits for a replica before it asks the primary.
+///
+/// A replica on a healthy network answers a `GET` within a millisecond or
+/// two; a tenth of a second leaves room for a busy one and keeps a frozen
+/// replica's cost (this, then the primary's answer) well inside the
+/// layer's operation timeout.
+pub const DEFAULT_REPLICA_TIMEOUT: Duration = Duration::from_millis(100);
+
 /// Default for [`RedisStoreBuilder::failover_retry`].
 ///
 /// Sentinel with `down-after-milliseconds 1000` promotes a replica about
@@ -72,11 +81,10 @@ pub enum BuildError {
     /// `redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER_NAME`.
     #[error("invalid Redis Sentinel URL: {0}")]
     SentinelUrl(&'static str),
-    /// [`RedisStoreBuilder::durable`] on a Redis Cluster: `WAIT` there
-    /// would confirm the replicas of one node only, not those of the
-    /// shard a write went to.
-    #[error("durable acknowledgements are not supported on Redis Cluster")]
-    DurableOnCluster,
+    /// [`RedisStoreBuilder::read_from_replicas`] on a store not behind
+    /// Redis Sentinel: the store finds the replicas through the sentinels.
+    #[error("reads from replicas need a store behind Redis Sentinel")]
+    ReplicaReadsNeedSentinel,
 }
 
 #[derive(Clone, Debug)]
@@ -152,6 +160,8 @@ pub struct RedisStoreBuilder {
     durable: Option<u32>,
     durable_timeout: Duration,
     failover_retry: Duration,
+    read_from_replicas: bool,
+    replica_timeout: Duration,
 }
 
 impl RedisStore {
@@ -252,6 +262,8 @@ impl RedisStoreBuilder {
             durable: None,
             durable_timeout: DEFAULT_DURABLE_TIMEOUT,
             failover_retry: DEFAULT_FAILOVER_RETRY,
+            read_from_replicas: false,
+            replica_timeout: DEFAULT_REPLICA_TIMEOUT,
         }
     }
 
@@ -321,6 +333,14 @@ impl RedisStoreBuilder {
     /// with `Retry-After`) when fewer confirm in time. 0 turns it off.
     /// Default: [`DEFAULT_SENTINEL_DURABLE`] behind Sentinel, 0 otherwise.
     ///
+    /// On a Redis Cluster it holds per shard: each write and its `WAIT` go
+    /// together to the master that takes the write (following `MOVED` and
+    /// `ASK` as one), so `WAIT` counts that master's replicas; the
+    /// principal index, kept in another slot, is waited for on its own
+    /// shard too. A shard whose master has fewer live replicas than
+    /// `replicas` (after a failover, until the old master is back as a
+    /// replica) refuses the writes of its sessions, and only those.
+    ///
     /// A write whose `WAIT` fell short was applied on the primary and on
     /// some replicas, perhaps none: the store then holds it or, after a
     /// failover to a replica that missed it, the state before it; a later
@@ -373,6 +393,48 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// Behind Sentinel: let loads be answered by the primary's replicas (the
+    /// sentinels' `SENTINEL REPLICAS`, skipping those flagged down or
+    /// disconnected, or not linked to the primary), taken in turn. Only
+    /// loads: creates, saves, touches, deletes and the principal index stay
+    /// on the primary, and saves stay compare-and-set there, so a stale read
+    /// can never become a lost write. Default off.
+    ///
+    /// A client never sees a record older than one it has seen or written:
+    /// the layer keeps a version floor per client in its cookie (see
+    /// [`session_core::replica`]), and a replica's answer below it (or
+    /// "absent" while the client has a floor) is replaced by the primary's.
+    /// A replica that fails or does not answer within
+    /// [`replica_timeout`](Self::replica_timeout) is skipped, and the
+    /// primary answers. [`RedisStore::replica_reads`] counts who answered.
+    ///
+    /// ```
+    /// # use session_redis::RedisStore;
+    /// let builder = RedisStore::builder("redis+sentinel://127.0.0.1:26379/sessions")
+    ///     .read_from_replicas(true);
+    /// ```
+    pub fn read_from_replicas(mut self, on: bool) -> Self {
+        self.read_from_replicas = on;
+        self
+    }
+
+    /// How long a load waits for a replica before it asks the primary
+    /// (default [`DEFAULT_REPLICA_TIMEOUT`]); also bounds each connection to
+    /// a replica. Keep it well below the layer's operation timeout, which
+    /// must hold the replica's wait and the primary's answer.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use session_redis::RedisStore;
+    /// let builder = RedisStore::builder("redis+sentinel://127.0.0.1:26379/sessions")
+    ///     .read_from_replicas(true)
+    ///     .replica_timeout(Duration::from_millis(50));
+    /// ```
+    pub fn replica_timeout(mut self, timeout: Duration) -> Self {
+        self.replica_timeout = timeout;
+        self
+    }
+
     /// Builds the pool and the store (without connecting).
     ///
     /// # Errors
@@ -380,7 +442,8 @@ impl RedisStoreBuilder {
     /// [`BuildError::Url`] when a URL is not a Redis URL;
     /// [`BuildError::SentinelUrl`] for a malformed `redis+sentinel://` URL;
     /// [`BuildError::Pool`] when the pool cannot be built;
-    /// [`BuildError::DurableOnCluster`] for `durable` on a cluster.
+    /// [`BuildError::ReplicaReadsNeedSentinel`] for replica reads on a store
+    /// not behind Sentinel.
     pub fn build(mut self) -> Result<RedisStore, BuildError> {
         if let Target::Single(url) = &self.target
             && let Some(parsed) = parse_sentinel_url(url)
@@ -389,7 +452,6 @@ impl RedisStoreBuilder {
             self.target = Target::Sentinel { sentinels, master };
         }
         let durable = match (&self.target, self.durable) {
-            (Target::Cluster(_), Some(n)) if n > 0 => return Err(BuildError::DurableOnCluster),
             (Target::Sentinel { .. }, None) => DEFAULT_SENTINEL_DURABLE,
             (_, durable) => durable.unwrap_or(0),
         };
@@ -397,6 +459,10 @@ impl RedisStoreBuilder {
             replicas: durable,
             timeout: self.durable_timeout,
         };
+        if self.read_from_replicas && !matches!(self.target, Target::Sentinel { .. }) {
+            return Err(BuildError::ReplicaReadsNeedSentinel);
+        }
+        let mut replicas = None;
         let pool = match self.target {
             Target::Sentinel {
                 ref sentinels,
@@ -412,12 +478,11 @@ impl RedisStoreBuilder {
                     .map_err(BuildError::Url)?;
                 // Asking the sentinels, checking the primary's ROLE, connecting.
                 let lookup = self.connect_timeout + self.response_timeout;
-                Pool::Sentinel(Arc::new(Sentinel::new(
-                    clients,
-                    master.clone(),
-                    connection,
-                    lookup,
-                )))
+                let sentinel = Arc::new(Sentinel::new(clients, master.clone(), connection, lookup));
+                if self.read_from_replicas {
+                    replicas = Some(Replicas::new(sentinel.clone(), self.replica_timeout));
+                }
+                Pool::Sentinel(sentinel)
             }
             Target::Single(ref url) => {
                 let connection = AsyncConnectionConfig::new()
@@ -450,6 +515,6 @@ impl RedisStoreBuilder {
                 Pool::Cluster(pool)
             }
         };
-        Ok(RedisStore::with_pool(pool).configured(durability, self.failover_retry))
+        Ok(RedisStore::with_pool(pool).configured(durability, self.failover_retry, replicas))
     }
 }

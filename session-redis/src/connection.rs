@@ -190,6 +190,12 @@ impl Sentinel {
     /// `SENTINEL MASTER <name>` on sentinel `i`, on its kept connection
     /// (made anew when there is none or it failed).
     async fn ask_sentinel(&self, i: usize) -> Result<HashMap<String, String>, RedisError> {
+        self.ask(i, "MASTER").await
+    }
+
+    /// `SENTINEL <what> <name>` on sentinel `i`, on its kept connection
+    /// (made anew when there is none or it failed).
+    async fn ask<T: redis::FromRedisValue>(&self, i: usize, what: &str) -> Result<T, RedisError> {
         let kept = lock(&self.cached[i]).clone();
         let mut conn = match kept {
             Some(conn) => conn,
@@ -202,7 +208,7 @@ impl Sentinel {
             }
         };
         let answer = redis::cmd("SENTINEL")
-            .arg("MASTER")
+            .arg(what)
             .arg(&self.master)
             .query_async(&mut conn)
             .await;
@@ -214,6 +220,162 @@ impl Sentinel {
         }
         answer
     }
+
+    /// The replicas the sentinels list for the primary (`SENTINEL
+    /// REPLICAS`, from the first sentinel that answers), skipping those
+    /// flagged down or disconnected and those whose link to the primary is
+    /// not up: a replica cut off from its primary may be far behind.
+    async fn replica_addresses(&self) -> Result<Vec<(String, u16)>, StoreError> {
+        let mut last_error = None;
+        for i in 0..self.sentinels.len() {
+            match self
+                .ask::<Vec<HashMap<String, String>>>(i, "REPLICAS")
+                .await
+            {
+                Ok(replicas) => {
+                    return Ok(replicas
+                        .iter()
+                        .filter(|replica| {
+                            let flags = replica.get("flags").map_or("", String::as_str);
+                            !flags
+                                .split(',')
+                                .any(|flag| matches!(flag, "s_down" | "o_down" | "disconnected"))
+                                && replica.get("master-link-status").map(String::as_str)
+                                    == Some("ok")
+                        })
+                        .filter_map(|replica| {
+                            Some((
+                                replica.get("ip")?.clone(),
+                                replica.get("port")?.parse().ok()?,
+                            ))
+                        })
+                        .collect());
+                }
+                Err(error) => last_error = Some(error),
+            }
+        }
+        Err(match last_error {
+            Some(error) => StoreError::backend(error),
+            None => StoreError::backend(LookupError::NoPrimary(self.master.clone())),
+        })
+    }
+}
+
+/// How often the replica set behind Sentinel is looked up again: a replica
+/// added, promoted, or back after a fault is used within this long.
+const REPLICA_REFRESH: Duration = Duration::from_secs(2);
+
+/// The replicas of a primary behind Sentinel, for loads
+/// ([`RedisStoreBuilder::read_from_replicas`](crate::RedisStoreBuilder::read_from_replicas)):
+/// one multiplexed connection each, taken in turn.
+///
+/// The set is looked up through the sentinels, in a task of its own, when
+/// first needed and every [`REPLICA_REFRESH`] after; loads use the set they
+/// have meanwhile, or the primary. Each connection is made under the
+/// replica timeout, so a frozen replica (which accepts TCP connections and
+/// answers nothing) is left out rather than waited for. A replica whose
+/// load fails or times out is dropped from the set until the next lookup.
+pub(crate) struct Replicas {
+    sentinel: Arc<Sentinel>,
+    state: Mutex<ReplicaSet>,
+    next: AtomicUsize,
+    /// Bounds a replica's `GET` in one load, and each connection to a
+    /// replica.
+    pub(crate) timeout: Duration,
+}
+
+#[derive(Default)]
+struct ReplicaSet {
+    connections: Vec<((String, u16), MultiplexedConnection)>,
+    looked_up: Option<std::time::Instant>,
+    looking: bool,
+}
+
+/// Clears `looking` when a lookup ends, however it ends (a load that timed
+/// out drops its lookup mid-way).
+struct Looking<'a>(&'a Mutex<ReplicaSet>);
+
+impl Drop for Looking<'_> {
+    fn drop(&mut self) {
+        lock_set(self.0).looking = false;
+    }
+}
+
+impl Replicas {
+    pub(crate) fn new(sentinel: Arc<Sentinel>, timeout: Duration) -> Self {
+        Self {
+            sentinel,
+            state: Mutex::new(ReplicaSet::default()),
+            next: AtomicUsize::new(0),
+            timeout,
+        }
+    }
+
+    /// A connection to one of the replicas (in turn); `None` when there is
+    /// none to ask (yet). When the set is due for a lookup, starts one in
+    /// the background: a load never waits for it (the first loads go to
+    /// the primary).
+    pub(crate) fn get(self: &Arc<Self>) -> Option<((String, u16), MultiplexedConnection)> {
+        let mut set = lock_set(&self.state);
+        let due = !set.looking
+            && set
+                .looked_up
+                .is_none_or(|at| at.elapsed() >= REPLICA_REFRESH);
+        if due {
+            set.looking = true;
+            let replicas = self.clone();
+            tokio::spawn(async move {
+                let _looking = Looking(&replicas.state);
+                replicas.look_up().await;
+            });
+        }
+        if set.connections.is_empty() {
+            return None;
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % set.connections.len();
+        Some(set.connections[i].clone())
+    }
+
+    async fn look_up(&self) {
+        let addresses = match self.sentinel.replica_addresses().await {
+            Ok(addresses) => addresses,
+            Err(error) => {
+                tracing::debug!(%error, "could not list the replicas; loads go to the primary");
+                Vec::new()
+            }
+        };
+        let connects = addresses.into_iter().map(|(ip, port)| async move {
+            let client = redis::Client::open(format!("redis://{ip}:{port}")).ok()?;
+            let conn = tokio::time::timeout(
+                self.timeout,
+                client.get_multiplexed_async_connection_with_config(&self.sentinel.connection),
+            )
+            .await
+            .ok()?
+            .ok()?;
+            Some(((ip, port), conn))
+        });
+        let connections: Vec<_> = futures_util::future::join_all(connects)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        let mut set = lock_set(&self.state);
+        set.connections = connections;
+        set.looked_up = Some(std::time::Instant::now());
+    }
+
+    /// Drops the replica at `address` from the set until the next lookup.
+    pub(crate) fn failed(&self, address: &(String, u16)) {
+        lock_set(&self.state)
+            .connections
+            .retain(|(at, _)| at != address);
+    }
+}
+
+fn lock_set(set: &Mutex<ReplicaSet>) -> std::sync::MutexGuard<'_, ReplicaSet> {
+    // The set is replaced whole or filtered: never left half-written.
+    set.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Pool {

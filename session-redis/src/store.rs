@@ -5,15 +5,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use deadpool_redis::redis::{self, AsyncCommands as _};
+use deadpool_redis::redis::{self, AsyncCommands as _, ErrorKind, ServerErrorKind};
 use futures_util::future::try_join_all;
 use session_core::record::{now, to_unix_ms};
+use session_core::replica::{ReadCounters, ReadCounts};
 use session_core::time::OffsetDateTime;
 use session_core::{
     DeleteOutcome, Record, SaveOutcome, SessionInfo, SessionStore, StoreError, StoreKey,
 };
 
-use crate::connection::{Conn, Connections, Pool, is_readonly};
+use crate::connection::{Conn, Connections, Pool, Replicas, is_readonly};
 use crate::encoding::{self, millis};
 use crate::scripts;
 
@@ -67,6 +68,9 @@ pub struct RedisStore {
     prefix: Arc<str>,
     durability: Durability,
     failover_retry: Duration,
+    /// Behind Sentinel with replica reads: the replicas loads may ask.
+    replicas: Option<Arc<Replicas>>,
+    reads: Arc<ReadCounters>,
 }
 
 /// How many replicas must confirm a write before it is acknowledged.
@@ -74,6 +78,22 @@ pub struct RedisStore {
 pub(crate) struct Durability {
     pub(crate) replicas: u32,
     pub(crate) timeout: Duration,
+}
+
+/// One write: a plain command or a script.
+#[derive(Clone, Copy)]
+enum Write<'a> {
+    Cmd(&'a redis::Cmd),
+    Script(&'a redis::ScriptInvocation<'a>),
+}
+
+impl Write<'_> {
+    async fn run<T: redis::FromRedisValue>(self, conn: &mut Conn) -> redis::RedisResult<T> {
+        match self {
+            Self::Cmd(cmd) => cmd.query_async(conn).await,
+            Self::Script(invocation) => invocation.invoke_async(conn).await,
+        }
+    }
 }
 
 /// A write was applied on the primary, but fewer replicas than
@@ -101,6 +121,7 @@ impl fmt::Debug for RedisStore {
             .field("key_prefix", &self.prefix)
             .field("shared_connections", &self.connections.slots())
             .field("durable", &self.durability.replicas)
+            .field("read_from_replicas", &self.replicas.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -147,13 +168,57 @@ impl RedisStore {
                 timeout: crate::DEFAULT_DURABLE_TIMEOUT,
             },
             failover_retry: crate::DEFAULT_FAILOVER_RETRY,
+            replicas: None,
+            reads: Arc::new(ReadCounters::new()),
         }
     }
 
-    pub(crate) fn configured(mut self, durability: Durability, failover_retry: Duration) -> Self {
+    pub(crate) fn configured(
+        mut self,
+        durability: Durability,
+        failover_retry: Duration,
+        replicas: Option<Replicas>,
+    ) -> Self {
         self.durability = durability;
         self.failover_retry = failover_retry;
+        self.replicas = replicas.map(Arc::new);
         self
+    }
+
+    /// How this store's loads were answered so far, by a replica or by the
+    /// primary (see
+    /// [`RedisStoreBuilder::read_from_replicas`](crate::RedisStoreBuilder::read_from_replicas));
+    /// shared by its clones. All zero without replica reads.
+    pub fn replica_reads(&self) -> ReadCounts {
+        self.reads.counts()
+    }
+
+    /// A load from one of the replicas, under the replica timeout; an
+    /// error (so the primary is asked) when there is none, it fails, or it
+    /// does not answer in time (it is then left out until the next lookup).
+    async fn load_from_replica(
+        &self,
+        replicas: &Arc<Replicas>,
+        key: &StoreKey,
+    ) -> Result<Option<Record>, StoreError> {
+        let Some((address, conn)) = replicas.get() else {
+            return Err(StoreError::backend("no replica to read from"));
+        };
+        let mut conn = Conn::Single(conn);
+        match tokio::time::timeout(replicas.timeout, self.read(&mut conn, key)).await {
+            Ok(Ok(record)) => Ok(record),
+            Ok(Err(error)) => {
+                replicas.failed(&address);
+                Err(StoreError::backend(error))
+            }
+            Err(_) => {
+                replicas.failed(&address);
+                Err(StoreError::backend(format!(
+                    "the replica did not answer within {:?}",
+                    replicas.timeout
+                )))
+            }
+        }
     }
 
     /// How many replicas must confirm each write (see
@@ -226,40 +291,104 @@ impl RedisStore {
     /// store is [durable](crate::RedisStoreBuilder::durable), `WAIT`s on the
     /// same connection for the replicas. `WAIT` covers every write this
     /// connection sent before it, and the replication stream is one ordered
-    /// log, so it also covers the writes of the same call that went over
-    /// another connection before (the principal index).
-    async fn run_write<T, F>(&self, call: F, wrote: impl Fn(&T) -> bool) -> Result<T, StoreError>
+    /// log, so on one primary it also covers the writes of the same call
+    /// that went over another connection before (the principal index). On
+    /// a cluster see `RedisStore::run_write_on_shard`.
+    async fn run_write<T>(
+        &self,
+        write: Write<'_>,
+        wrote: impl Fn(&T) -> bool,
+    ) -> Result<T, StoreError>
     where
-        F: AsyncFnOnce(&mut Conn) -> redis::RedisResult<T> + Clone,
+        T: redis::FromRedisValue,
     {
-        let (value, mut conn) = self.attempt(call).await?;
         let wanted = self.durability.replicas;
+        if wanted > 0 && self.connections.pool().is_cluster() {
+            return self.run_write_on_shard(write, wanted, wrote).await;
+        }
+        let (value, mut conn) = self.attempt(async |conn| write.run(conn).await).await?;
         if wanted == 0 || !wrote(&value) {
             return Ok(value);
         }
-        let timeout = millis(self.durability.timeout).max(1);
         let mut wait = redis::cmd("WAIT");
-        wait.arg(wanted).arg(timeout);
+        wait.arg(wanted).arg(self.wait_timeout_ms());
         // Not retried: the write is applied, only its replication is unknown.
         let confirmed: i64 = wait
             .query_async(&mut conn)
             .await
             .map_err(|e| self.connections.failed(e))?;
-        let confirmed = u32::try_from(confirmed.max(0)).unwrap_or(u32::MAX);
-        if confirmed < wanted {
-            tracing::warn!(
-                wanted,
-                confirmed,
-                "a session write was not confirmed by enough replicas; answered as a store failure"
-            );
-            if self.connections.pool().is_sentinel() {
-                // A primary that lost its replicas may be a demoted one that
-                // has not heard of the failover yet: ask the sentinels again.
-                self.connections.drop_all();
-            }
-            return Err(StoreError::backend(NotReplicated { wanted, confirmed }));
+        self.check_confirmed(wanted, confirmed)?;
+        Ok(value)
+    }
+
+    /// A durable write on a Redis Cluster: the write and its `WAIT` go as
+    /// one pipeline, which the cluster client routes by the write's key to
+    /// the master of its slot and, on `MOVED` or `ASK` (a slot that moved or
+    /// is moving), sends again whole to the node named. So `WAIT` runs on
+    /// the connection to the very node that took the write, and counts the
+    /// replicas of that shard, whichever node the slot map named first. A
+    /// write that answered `MOVED` or `ASK` did not run, so resending the
+    /// pipeline is safe; a `WAIT` that ran on the wrong node with it is
+    /// ignored.
+    async fn run_write_on_shard<T>(
+        &self,
+        write: Write<'_>,
+        wanted: u32,
+        wrote: impl Fn(&T) -> bool,
+    ) -> Result<T, StoreError>
+    where
+        T: redis::FromRedisValue,
+    {
+        let mut pipe = redis::pipe();
+        match write {
+            Write::Cmd(cmd) => pipe.add_command(cmd.clone()),
+            Write::Script(invocation) => pipe.invoke_script(invocation),
+        };
+        pipe.cmd("WAIT").arg(wanted).arg(self.wait_timeout_ms());
+        let (value, confirmed): (T, i64) = self
+            .run(async |conn| match pipe.query_async(conn).await {
+                // A node that has not seen the script yet (a new or
+                // restarted one): `SCRIPT LOAD` goes to every node, then
+                // the pipeline once more. EVALSHA of an unknown script
+                // runs nothing.
+                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                    if let Write::Script(invocation) = write {
+                        invocation.load_async(conn).await?;
+                    }
+                    pipe.query_async(conn).await
+                }
+                answer => answer,
+            })
+            .await?;
+        if wrote(&value) {
+            self.check_confirmed(wanted, confirmed)?;
         }
         Ok(value)
+    }
+
+    /// `WAIT`'s timeout argument, in milliseconds (at least 1: 0 would
+    /// block for ever).
+    fn wait_timeout_ms(&self) -> u64 {
+        millis(self.durability.timeout).max(1)
+    }
+
+    /// [`NotReplicated`] when fewer than `wanted` replicas `confirmed`.
+    fn check_confirmed(&self, wanted: u32, confirmed: i64) -> Result<(), StoreError> {
+        let confirmed = u32::try_from(confirmed.max(0)).unwrap_or(u32::MAX);
+        if confirmed >= wanted {
+            return Ok(());
+        }
+        tracing::warn!(
+            wanted,
+            confirmed,
+            "a session write was not confirmed by enough replicas; answered as a store failure"
+        );
+        if self.connections.pool().is_sentinel() {
+            // A primary that lost its replicas may be a demoted one that
+            // has not heard of the failover yet: ask the sentinels again.
+            self.connections.drop_all();
+        }
+        Err(StoreError::backend(NotReplicated { wanted, confirmed }))
     }
 
     /// Runs `call` on a shared connection; gives its answer and the
@@ -317,6 +446,14 @@ impl RedisStore {
         }
         let mut invocation = scripts::INDEX.key(self.principal_key(principal));
         invocation.arg(key.as_str()).arg(longest);
+        if self.connections.pool().is_cluster() {
+            // The set lives in another slot than the record, so on another
+            // shard as often as not: the record's `WAIT` does not cover it.
+            return self
+                .run_write(Write::Script(&invocation), |_: &i64| true)
+                .await
+                .map(drop);
+        }
         self.run(async |conn| invocation.invoke_async::<i64>(conn).await)
             .await
             .map(drop)
@@ -529,11 +666,8 @@ impl RedisStore {
                 .arg(principal)
                 .arg(to_unix_ms(record.absolute_deadline));
         }
-        self.run_write(
-            async |conn| invocation.invoke_async(conn).await,
-            |outcome| *outcome == SAVED,
-        )
-        .await
+        self.run_write(Write::Script(&invocation), |outcome| *outcome == SAVED)
+            .await
     }
 }
 
@@ -562,9 +696,7 @@ impl SessionStore for RedisStore {
                 .arg("PX")
                 .arg(ttl)
                 .arg("NX");
-            let reply: Option<()> = self
-                .run_write(async |conn| set.query_async(conn).await, Option::is_some)
-                .await?;
+            let reply: Option<()> = self.run_write(Write::Cmd(&set), Option::is_some).await?;
             if reply.is_some() {
                 self.index_again_if_slow(key, record, indexed).await?;
                 return Ok(true);
@@ -577,10 +709,7 @@ impl SessionStore for RedisStore {
             .arg(millis(record.ttl(now)))
             .arg(&value);
         let created: i64 = self
-            .run_write(
-                async |conn| invocation.invoke_async(conn).await,
-                |created| *created == 1,
-            )
+            .run_write(Write::Script(&invocation), |created| *created == 1)
             .await?;
         if created == 1 && ttl > 0 {
             self.index_again_if_slow(key, record, indexed).await?;
@@ -588,9 +717,35 @@ impl SessionStore for RedisStore {
         Ok(created == 1)
     }
 
-    /// One `GET`.
+    /// One `GET`, on the primary.
     async fn load(&self, key: &StoreKey) -> Result<Option<Record>, StoreError> {
         self.run(async |conn| self.read(conn, key).await).await
+    }
+
+    /// With [replica reads](crate::RedisStoreBuilder::read_from_replicas):
+    /// one `GET` on a replica (in turn), and one on the primary only when
+    /// the replica's answer is below `floor`, missing while there is a
+    /// floor, failed or late (session-core's
+    /// [`read_your_writes`](session_core::replica::read_your_writes)).
+    /// Without them, [`load`](Self::load).
+    async fn load_at_least(
+        &self,
+        key: &StoreKey,
+        floor: Option<u64>,
+    ) -> Result<Option<Record>, StoreError> {
+        let Some(replicas) = &self.replicas else {
+            return self.load(key).await;
+        };
+        self.reads
+            .load(floor, self.load_from_replica(replicas, key), || {
+                self.load(key)
+            })
+            .await
+    }
+
+    /// True with [replica reads](crate::RedisStoreBuilder::read_from_replicas).
+    fn reads_may_lag(&self) -> bool {
+        self.replicas.is_some()
     }
 
     /// One `save` script. Only when the record gets a principal it did not
@@ -677,13 +832,11 @@ impl SessionStore for RedisStore {
     /// One `DEL`: a single command is atomic already. The principal's set
     /// keeps the key until a listing finds it dead and buries it.
     async fn delete(&self, key: &StoreKey) -> Result<(), StoreError> {
-        let record_key = self.record_key(key);
-        self.run_write(
-            async |conn| conn.del::<_, i64>(&record_key).await,
-            |deleted| *deleted > 0,
-        )
-        .await
-        .map(drop)
+        let mut del = redis::cmd("DEL");
+        del.arg(self.record_key(key));
+        self.run_write(Write::Cmd(&del), |deleted: &i64| *deleted > 0)
+            .await
+            .map(drop)
     }
 
     /// One `delete_if_unchanged` script. Like `delete`, it leaves the key in
@@ -696,10 +849,7 @@ impl SessionStore for RedisStore {
         let mut invocation = scripts::DELETE_IF_UNCHANGED.key(self.record_key(key));
         invocation.arg(to_unix_ms(now())).arg(expected_version);
         let outcome: i64 = self
-            .run_write(
-                async |conn| invocation.invoke_async(conn).await,
-                |outcome| *outcome == SAVED,
-            )
+            .run_write(Write::Script(&invocation), |outcome| *outcome == SAVED)
             .await?;
         Ok(match outcome {
             SAVED => DeleteOutcome::Deleted,
@@ -764,10 +914,7 @@ impl SessionStore for RedisStore {
             let mut invocation = scripts::DELETE_OWNED.key(self.record_key(key));
             invocation.arg(now).arg(principal).arg(ttl);
             let outcome: i64 = self
-                .run_write(
-                    async |conn| invocation.invoke_async(conn).await,
-                    |outcome| *outcome == 1,
-                )
+                .run_write(Write::Script(&invocation), |outcome| *outcome == 1)
                 .await?;
             Ok::<_, StoreError>((key, outcome))
         });

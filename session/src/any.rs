@@ -152,8 +152,16 @@ async fn connect_backend(backend: &Backend) -> Result<AnyStore, ConnectError> {
             nodes,
             pool,
             prefix,
+            durable,
+            durable_timeout_ms,
         } => {
-            let builder = session_redis::RedisStore::cluster_builder(nodes.iter().cloned());
+            let mut builder = session_redis::RedisStore::cluster_builder(nodes.iter().cloned());
+            if let Some(replicas) = durable {
+                builder = builder.durable(*replicas);
+            }
+            if let Some(ms) = durable_timeout_ms {
+                builder = builder.durable_timeout(Duration::from_millis(*ms));
+            }
             redis_store("redis+cluster", builder, *pool, prefix.as_deref())
         }
         #[cfg(feature = "redis")]
@@ -163,9 +171,11 @@ async fn connect_backend(backend: &Backend) -> Result<AnyStore, ConnectError> {
             prefix,
             durable,
             durable_timeout_ms,
+            read_from_replicas,
         } => {
             let mut builder =
-                session_redis::RedisStore::sentinel_builder(sentinels.iter().cloned(), master);
+                session_redis::RedisStore::sentinel_builder(sentinels.iter().cloned(), master)
+                    .read_from_replicas(*read_from_replicas);
             if let Some(replicas) = durable {
                 builder = builder.durable(*replicas);
             }

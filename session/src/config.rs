@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 /// |---|---|
 /// | `memory://?capacity=100000` | in-process memory (stateful) |
 /// | `redis://127.0.0.1:6379/0?pool=16&prefix=myapp:` | one Redis server |
-/// | `redis+cluster://10.0.0.1:7000,10.0.0.2:7000?prefix=myapp:` | Redis Cluster (seed nodes) |
-/// | `redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster?durable=1&durable_timeout=250ms` | the primary of `mymaster`, found and followed through its sentinels |
+/// | `redis+cluster://10.0.0.1:7000,10.0.0.2:7000?prefix=myapp:&durable=1` | Redis Cluster (seed nodes); `durable=N`: each write confirmed by N replicas of its shard |
+/// | `redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster?durable=1&durable_timeout=250ms&read_from=replicas` | the primary of `mymaster`, found and followed through its sentinels; `read_from=replicas`: loads from its replicas, never below the client's version floor |
 /// | `postgres://app@db/app?schema=sessions&table=sessions&pool=10` | Postgres |
 /// | `postgres://app@db1/app?replicas=db2:5432,db3:5432&read_from=replicas&synchronous_commit=on` | Postgres with streaming replicas: loads from the replicas (never below what the client has seen), writes to whichever server is the primary |
 /// | `mysql://app:secret@db/app?table=sessions&pool=10` (or `mariadb://`) | MySQL 8 / MariaDB |
@@ -94,6 +94,15 @@ pub enum Backend {
         /// Key prefix.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         prefix: Option<String>,
+        /// Replicas of the write's shard that must confirm each write
+        /// before it is acknowledged (`WAIT` on that shard's master);
+        /// default 0.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        durable: Option<u32>,
+        /// How long a write waits for those replicas, in milliseconds
+        /// (default 250).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        durable_timeout_ms: Option<u64>,
     },
     /// The primary of a Redis replication group that Redis Sentinel
     /// manages: found through the sentinels, followed across failovers.
@@ -114,6 +123,11 @@ pub enum Backend {
         /// (default 250).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         durable_timeout_ms: Option<u64>,
+        /// Loads may be answered by the primary's replicas, never below
+        /// the client's version floor (URL: `read_from=replicas`; default
+        /// `read_from=primary`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        read_from_replicas: bool,
     },
     /// Postgres.
     Postgres {
@@ -328,12 +342,18 @@ impl StoreConfig {
             "redis+cluster" => {
                 let pool = options.take("pool", parse_pool, "a pool size from 1")?;
                 let prefix = options.take("prefix", |v| Some(v.to_owned()), "a string")?;
+                let durable =
+                    options.take("durable", |v| v.parse().ok(), "a number of replicas")?;
+                let durable_timeout_ms =
+                    options.take("durable_timeout", parse_timeout, TIMEOUT_FORMAT)?;
                 options.finish("redis+cluster", false)?;
                 let nodes = redis_urls(body)?;
                 Backend::RedisCluster {
                     nodes,
                     pool,
                     prefix,
+                    durable,
+                    durable_timeout_ms,
                 }
             }
             "redis+sentinel" => {
@@ -342,6 +362,17 @@ impl StoreConfig {
                     options.take("durable", |v| v.parse().ok(), "a number of replicas")?;
                 let durable_timeout_ms =
                     options.take("durable_timeout", parse_timeout, TIMEOUT_FORMAT)?;
+                let read_from_replicas = options
+                    .take(
+                        "read_from",
+                        |v| match v {
+                            "replicas" => Some(true),
+                            "primary" => Some(false),
+                            _ => None,
+                        },
+                        "replicas or primary",
+                    )?
+                    .unwrap_or(false);
                 options.finish("redis+sentinel", false)?;
                 let (hosts, master) = body.split_once('/').ok_or(ConfigError::MissingMasterName)?;
                 if master.is_empty() || master.contains('/') {
@@ -354,6 +385,7 @@ impl StoreConfig {
                     prefix,
                     durable,
                     durable_timeout_ms,
+                    read_from_replicas,
                 }
             }
             "postgres" | "postgresql" => {
@@ -619,6 +651,19 @@ mod tests {
                     ],
                     pool: None,
                     prefix: Some("s:".into()),
+                    durable: None,
+                    durable_timeout_ms: None,
+                },
+                None,
+            ),
+            (
+                "redis+cluster://c1:7000,c2:7000?durable=1&durable_timeout=50ms",
+                Backend::RedisCluster {
+                    nodes: vec!["redis://c1:7000".into(), "redis://c2:7000".into()],
+                    pool: None,
+                    prefix: None,
+                    durable: Some(1),
+                    durable_timeout_ms: Some(50),
                 },
                 None,
             ),
@@ -633,17 +678,19 @@ mod tests {
                     prefix: None,
                     durable: None,
                     durable_timeout_ms: None,
+                    read_from_replicas: false,
                 },
                 None,
             ),
             (
-                "redis+sentinel://s1:26379/m?durable=2&durable_timeout=100ms&prefix=a:&timeout=1s",
+                "redis+sentinel://s1:26379/m?durable=2&durable_timeout=100ms&prefix=a:&timeout=1s&read_from=replicas",
                 Backend::RedisSentinel {
                     sentinels: vec!["redis://s1:26379".into()],
                     master: "m".into(),
                     prefix: Some("a:".into()),
                     durable: Some(2),
                     durable_timeout_ms: Some(100),
+                    read_from_replicas: true,
                 },
                 Some(1000),
             ),

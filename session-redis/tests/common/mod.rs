@@ -89,6 +89,19 @@ pub async fn cluster_store() -> RedisStore {
     store
 }
 
+/// A store on the cluster under a fresh prefix, each write acknowledged
+/// once a replica of its shard holds it (`durable=1`).
+pub async fn durable_cluster_store() -> RedisStore {
+    let nodes = cluster_nodes();
+    let store = RedisStore::cluster_builder(nodes.clone())
+        .durable(1)
+        .build()
+        .expect("REDIS_CLUSTER_NODES are Redis URLs")
+        .key_prefix(fresh_prefix());
+    ensure_reachable(&store, &format!("REDIS_CLUSTER_NODES={}", nodes.join(","))).await;
+    store
+}
+
 /// A store on the Sentinel-managed primary under a fresh prefix.
 pub async fn sentinel_store() -> RedisStore {
     let url = sentinel_url();
@@ -98,6 +111,25 @@ pub async fn sentinel_store() -> RedisStore {
         .key_prefix(fresh_prefix());
     ensure_reachable(&store, &format!("REDIS_SENTINEL_URL={url}")).await;
     store
+}
+
+/// A store on the Sentinel-managed primary under a fresh prefix, its loads
+/// answered by the replicas (`read_from_replicas`) above the client's
+/// version floor.
+pub async fn sentinel_replica_store() -> RedisStore {
+    let url = sentinel_url();
+    let store = RedisStore::builder(url.clone())
+        .read_from_replicas(true)
+        .build()
+        .expect("REDIS_SENTINEL_URL is a redis+sentinel:// URL")
+        .key_prefix(fresh_prefix());
+    ensure_reachable(&store, &format!("REDIS_SENTINEL_URL={url}")).await;
+    store
+}
+
+/// `cmd` on the server on `port`, or a panic saying what failed.
+pub fn query_port<T: redis::FromRedisValue>(port: u16, cmd: &redis::Cmd) -> T {
+    sentinel_query(port, cmd).unwrap_or_else(|| panic!("{cmd:?} on port {port} failed"))
 }
 
 /// A plain connection to the standalone server, to inspect keys directly.
@@ -497,4 +529,383 @@ fn sentinel_master_info(port: u16) -> Vec<String> {
             .arg(OwnSentinels::MASTER),
     )
     .unwrap_or_default()
+}
+
+/// A free port P on loopback whose cluster bus port P + 10000 is free too.
+fn free_cluster_port() -> u16 {
+    loop {
+        let port = free_port();
+        if port <= 55535 && TcpListener::bind(("127.0.0.1", port + 10000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// One line of `CLUSTER NODES`.
+#[derive(Clone, Debug)]
+pub struct NodeLine {
+    /// The node's id.
+    pub id: String,
+    /// Its client port.
+    pub port: u16,
+    /// `master` or `slave` (without `myself`), `fail` when so flagged.
+    pub flags: String,
+    /// The id of its master (replicas), `-` for masters.
+    pub master_id: String,
+    /// Its slot ranges (masters).
+    pub slots: Vec<String>,
+}
+
+impl NodeLine {
+    /// Whether it is a master not flagged failing.
+    pub fn is_live_master(&self) -> bool {
+        self.flags.split(',').any(|f| f == "master")
+            && !self.flags.split(',').any(|f| f == "fail" || f == "fail?")
+    }
+}
+
+/// `CLUSTER NODES` as the node on `port` sees the cluster, if it answers.
+pub fn cluster_view(port: u16) -> Option<Vec<NodeLine>> {
+    let text: String = sentinel_query(port, redis::cmd("CLUSTER").arg("NODES"))?;
+    Some(
+        text.lines()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let port = fields.get(1)?.split(['@', ':']).nth(1)?.parse().ok()?;
+                Some(NodeLine {
+                    id: fields.first()?.to_string(),
+                    port,
+                    flags: fields.get(2)?.replace("myself,", ""),
+                    master_id: fields.get(3)?.to_string(),
+                    slots: fields.iter().skip(8).map(|s| s.to_string()).collect(),
+                })
+            })
+            .collect(),
+    )
+}
+
+/// A Redis Cluster of the test's own: 3 masters with a replica each (6
+/// [`OwnRedis`] nodes), and room to grow with [`OwnCluster::add_master`].
+/// A fault test kills or reshards it without touching any other test's
+/// servers.
+pub struct OwnCluster {
+    /// Every node started, in order.
+    pub nodes: Vec<OwnRedis>,
+    node_timeout: Duration,
+}
+
+impl OwnCluster {
+    /// Starts 6 nodes with `--cluster-node-timeout` `node_timeout` (a
+    /// replica takes over about 2 x that after its master dies), makes them
+    /// one cluster (`redis-cli --cluster create ... --cluster-replicas 1`),
+    /// and waits until every node reports `cluster_state:ok` and every
+    /// replica is in sync.
+    pub fn start(node_timeout: Duration) -> Self {
+        let nodes: Vec<OwnRedis> = (0..6).map(|_| Self::node(node_timeout)).collect();
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect();
+        let status = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("redis-cli runs (Debian package redis-tools)");
+        assert!(status.success(), "redis-cli --cluster create failed");
+        let cluster = Self {
+            nodes,
+            node_timeout,
+        };
+        cluster.wait_until_healthy(3, 3, Duration::from_secs(30));
+        cluster
+    }
+
+    fn node(node_timeout: Duration) -> OwnRedis {
+        let mut node = OwnRedis::prepare(&[]);
+        node.port = free_cluster_port();
+        let config = node.dir.join("nodes.conf").display().to_string();
+        let timeout = node_timeout.as_millis().to_string();
+        node.args = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            &config,
+            "--cluster-node-timeout",
+            &timeout,
+            "--repl-diskless-sync-delay",
+            "0",
+        ]
+        .iter()
+        .map(|&a| a.to_owned())
+        .collect();
+        node.start_again();
+        node
+    }
+
+    /// Every node's URL (what `REDIS_CLUSTER_NODES` holds).
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(OwnRedis::url).collect()
+    }
+
+    /// The node on `port`.
+    pub fn node_on(&self, port: u16) -> &OwnRedis {
+        self.nodes.iter().find(|n| n.port() == port).unwrap()
+    }
+
+    /// The cluster as the first answering node sees it.
+    pub fn view(&self) -> Vec<NodeLine> {
+        self.nodes
+            .iter()
+            .find_map(|n| cluster_view(n.port()))
+            .expect("a cluster node answers")
+    }
+
+    /// The port of the master serving `slot`, as the first answering node
+    /// sees it.
+    pub fn master_of_slot(&self, slot: u16) -> Option<u16> {
+        self.view()
+            .into_iter()
+            .filter(NodeLine::is_live_master)
+            .find(|n| {
+                n.slots.iter().any(|range| {
+                    let mut ends = range.split('-').map(|e| e.parse::<u16>());
+                    match (ends.next(), ends.next()) {
+                        (Some(Ok(a)), Some(Ok(b))) => (a..=b).contains(&slot),
+                        (Some(Ok(a)), None) => a == slot,
+                        _ => false,
+                    }
+                })
+            })
+            .map(|n| n.port)
+    }
+
+    /// The port of a replica of the master on `port`.
+    pub fn replica_of(&self, port: u16) -> Option<u16> {
+        let view = self.view();
+        let id = view.iter().find(|n| n.port == port)?.id.clone();
+        view.iter().find(|n| n.master_id == id).map(|n| n.port)
+    }
+
+    /// The hash slot of `key` (`CLUSTER KEYSLOT`).
+    pub fn slot(&self, key: &str) -> u16 {
+        self.nodes
+            .iter()
+            .find_map(|n| sentinel_query(n.port(), redis::cmd("CLUSTER").arg("KEYSLOT").arg(key)))
+            .expect("a cluster node answers")
+    }
+
+    /// Blocks until every running node reports `cluster_state:ok`, `masters`
+    /// masters serve slots, and `replicas` replicas have their link to their
+    /// master up. Panics after `within`.
+    pub fn wait_until_healthy(&self, masters: usize, replicas: usize, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let infos: Vec<Option<(String, String)>> = self
+                .nodes
+                .iter()
+                .filter(|n| n.lock().is_some())
+                .map(|n| {
+                    let cluster: String =
+                        sentinel_query(n.port(), redis::cmd("CLUSTER").arg("INFO"))?;
+                    let replication: String =
+                        sentinel_query(n.port(), redis::cmd("INFO").arg("replication"))?;
+                    Some((cluster, replication))
+                })
+                .collect();
+            let synced = infos
+                .iter()
+                .flatten()
+                .filter(|(_, replication)| {
+                    replication.contains("role:slave")
+                        && replication.contains("master_link_status:up")
+                })
+                .count();
+            // Every node sees the same shape: gossip spreads a new role or
+            // a failover a node at a time.
+            let agreed = self.nodes.iter().filter(|n| n.lock().is_some()).all(|n| {
+                cluster_view(n.port()).is_some_and(|view| {
+                    let serving = view
+                        .iter()
+                        .filter(|l| l.is_live_master() && !l.slots.is_empty())
+                        .count();
+                    let following = view
+                        .iter()
+                        .filter(|l| l.flags.split(',').any(|f| f == "slave"))
+                        .filter(|l| !l.flags.contains("fail"))
+                        .count();
+                    serving == masters && following == replicas
+                })
+            });
+            let healthy = agreed
+                && synced == replicas
+                && infos.iter().all(|info| {
+                    info.as_ref()
+                        .is_some_and(|(cluster, _)| cluster.contains("cluster_state:ok"))
+                });
+            if healthy {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster was not healthy within {within:?}: {:?}",
+                self.nodes.iter().find_map(|n| cluster_view(n.port()))
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Blocks until the master on `port` confirms a write to one of its
+    /// slots with `WAIT 1` (a replica of it is in sync and acknowledging).
+    /// Panics after `within`.
+    pub fn wait_until_confirms(&self, port: u16, within: Duration) {
+        let deadline = Instant::now() + within;
+        let view = self.view();
+        let ranges: Vec<(u16, u16)> = view
+            .iter()
+            .filter(|n| n.port == port)
+            .flat_map(|n| n.slots.iter())
+            .filter_map(|range| {
+                let mut ends = range.split('-').map(|e| e.parse::<u16>().ok());
+                let a = ends.next()??;
+                Some((a, ends.next().flatten().unwrap_or(a)))
+            })
+            .collect();
+        let key = (0..)
+            .map(|i| format!("probe:{i}"))
+            .find(|key| {
+                let slot = self.slot(key);
+                ranges.iter().any(|&(a, b)| (a..=b).contains(&slot))
+            })
+            .unwrap();
+        loop {
+            let confirmed = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+                .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(500)))
+                .and_then(|mut conn| {
+                    conn.set_read_timeout(Some(Duration::from_millis(500)))?;
+                    redis::pipe()
+                        .cmd("SET")
+                        .arg(&key)
+                        .arg("1")
+                        .ignore()
+                        .cmd("WAIT")
+                        .arg(1)
+                        .arg(100)
+                        .query::<(i64,)>(&mut conn)
+                })
+                .map(|(n,)| n);
+            if confirmed.as_ref().is_ok_and(|&n| n >= 1) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the master on {port} did not get a write confirmed within {within:?}: {confirmed:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Blocks until a node other than `old` serves `slot` as a live master
+    /// (a replica promoted); its port. Panics after `within`.
+    pub fn wait_for_promotion(&self, slot: u16, old: u16, within: Duration) -> u16 {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(port) = self.master_of_slot(slot).filter(|&p| p != old) {
+                return port;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no replica took slot {slot} over within {within:?} of its master on port {old} failing"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts a 7th (8th, ...) node and adds it as a master without slots
+    /// (`redis-cli --cluster add-node`); its port once every node knows it
+    /// and it sees the cluster ok.
+    pub fn add_master(&mut self) -> u16 {
+        let view = self.view();
+        let masters = view
+            .iter()
+            .filter(|n| n.is_live_master() && !n.slots.is_empty())
+            .count();
+        let replicas = view.iter().filter(|n| n.flags.contains("slave")).count();
+        let node = Self::node(self.node_timeout);
+        let port = node.port();
+        let existing = format!("127.0.0.1:{}", self.nodes[0].port());
+        self.nodes.push(node);
+        run_redis_cli(&[
+            "--cluster",
+            "add-node",
+            &format!("127.0.0.1:{port}"),
+            &existing,
+        ]);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self
+            .nodes
+            .iter()
+            .filter(|n| n.lock().is_some())
+            .all(|n| cluster_view(n.port()).is_some_and(|view| view.iter().any(|l| l.port == port)))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the new node on {port} was not known to all"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.wait_until_healthy(masters, replicas, Duration::from_secs(20));
+        port
+    }
+
+    /// Moves `slots` slots from all masters to the master on `to`
+    /// (`redis-cli --cluster reshard ... --cluster-yes`); returns once done.
+    pub fn reshard_to(&self, to: u16, slots: usize) {
+        let id = self
+            .view()
+            .into_iter()
+            .find(|n| n.port == to)
+            .expect("the target node is in the cluster")
+            .id;
+        run_redis_cli(&[
+            "--cluster",
+            "reshard",
+            &format!("127.0.0.1:{}", self.nodes[0].port()),
+            "--cluster-from",
+            "all",
+            "--cluster-to",
+            &id,
+            "--cluster-slots",
+            &slots.to_string(),
+            "--cluster-yes",
+        ]);
+    }
+}
+
+/// Runs `redis-cli ARGS`; panics with its output when it fails.
+fn run_redis_cli(args: &[&str]) {
+    let output = Command::new("redis-cli")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("redis-cli runs (Debian package redis-tools)");
+    if !output.status.success() {
+        // The end says what failed; a reshard's plan before it is long.
+        let text = String::from_utf8_lossy(&output.stdout);
+        let tail: String = text
+            .chars()
+            .rev()
+            .take(2000)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        panic!(
+            "redis-cli {args:?} failed: ...{tail}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
 }
