@@ -12,8 +12,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1).peekable();
     if args.peek().map(String::as_str) == Some("--instance") {
         // A child started by the demo itself.
+        // `--instance NAME [--port PORT]`
         let name = args.nth(1).unwrap_or_else(|| "?".to_owned());
-        return examples::cluster::run_instance(&name).await;
+        let port = match (args.next().as_deref(), args.next()) {
+            (Some("--port"), Some(port)) => port.parse()?,
+            _ => 0,
+        };
+        return examples::cluster::run_instance(&name, port).await;
     }
     let options = examples::cluster::parse_args(args)?;
     let listen = examples::listen_addr("127.0.0.1:8080")?;

@@ -95,22 +95,43 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, Str
 }
 
 /// The counter app of one instance: says which instance served each
-/// response, and has the `/admin/crash` route.
+/// response, and has the `/slow` and `/admin/crash` routes.
+///
+/// `GET /slow?ms=N` waits N ms (at most 10 000) and then counts a visit
+/// like `/`: a request that is still in flight when the instance is told
+/// to stop, to show that a graceful shutdown finishes it, save included.
 pub fn instance_app(name: &str, layer: SessionLayer) -> Router {
     let header = HeaderValue::from_str(name).unwrap_or(HeaderValue::from_static("?"));
-    let body_name = name.to_owned();
-    Router::new()
-        .route(
-            "/",
-            get(move |session: Session| async move {
+    let count = {
+        let name = name.to_owned();
+        move |session: Session| {
+            let (name, header) = (name.clone(), header.clone());
+            async move {
                 let visits: u64 = session
                     .update("visits", |n: Option<u64>| n.unwrap_or(0) + 1)
                     .await?;
                 let body = format!(
-                    "{} earlier visits in this session (served by instance {body_name})\n",
+                    "{} earlier visits in this session (served by instance {name})\n",
                     visits - 1
                 );
                 Ok::<_, SessionError>(([("x-instance", header)], body).into_response())
+            }
+        }
+    };
+    let slow_count = count.clone();
+    Router::new()
+        .route("/", get(count))
+        .route(
+            "/slow",
+            get(move |uri: axum::http::Uri, session: Session| async move {
+                let ms = uri
+                    .query()
+                    .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("ms=")))
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(1000)
+                    .min(10_000);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                slow_count(session).await
             }),
         )
         .route(
@@ -128,17 +149,19 @@ pub fn instance_app(name: &str, layer: SessionLayer) -> Router {
         .layer(layer)
 }
 
-/// Runs one instance (the child process): serves [`instance_app`] on a free
-/// loopback port, prints `instance NAME listening on URL`, and exits when
-/// its standard input closes (the demo that started it is gone) or on a signal.
+/// Runs one instance (the child process): serves [`instance_app`] on
+/// `127.0.0.1:PORT` (a free port for 0) through [`crate::serve_on`] (so
+/// with `/healthz`, `/readyz` and the graceful shutdown), prints `instance
+/// NAME listening on URL`, and stops gracefully when its standard input
+/// closes (the demo that started it is gone) or on Ctrl-C or SIGTERM.
 ///
 /// # Errors
 ///
-/// The store or the listener could not be set up.
-pub async fn run_instance(name: &str) -> Result<(), Box<dyn std::error::Error>> {
+/// The store or the listener could not be set up, or serving failed.
+pub async fn run_instance(name: &str, port: u16) -> Result<(), Box<dyn std::error::Error>> {
     let store = crate::store_from_env().await?;
     let app = instance_app(name, store.layer().secure(false));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     println!(
         "instance {name} listening on http://{}",
         listener.local_addr()?
@@ -148,15 +171,13 @@ pub async fn run_instance(name: &str) -> Result<(), Box<dyn std::error::Error>> 
         let mut buf = [0u8; 64];
         while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            tokio::select! {
-                () = parent_gone => {},
-                () = crate::shutdown_signal() => {},
-            }
-        })
-        .await?;
-    Ok(())
+    crate::serve_on(listener, app, &store, async {
+        tokio::select! {
+            () = parent_gone => {},
+            () = crate::shutdown_signal() => {},
+        }
+    })
+    .await
 }
 
 /// The nginx configuration for the demo.
