@@ -21,6 +21,39 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return examples::cluster::run_instance(&name, port).await;
     }
     let options = examples::cluster::parse_args(args)?;
+    if let Some(timing) = &options.scenario {
+        return scenario(timing).await;
+    }
     let listen = examples::listen_addr("127.0.0.1:8080")?;
-    examples::cluster::run(options, listen).await
+    examples::cluster::run(options, listen)
+        .await
+        .map_err(|e| e as Box<dyn std::error::Error>)
+}
+
+/// `--scenario scale`: every setup the environment allows, one after the
+/// other, then the table.
+async fn scenario(
+    timing: &examples::cluster::scale::Timing,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use examples::cluster::scale;
+    let exe = std::env::current_exe()?;
+    let (setups, missing) = scale::setups_from_env();
+    for var in missing {
+        println!("skipped: {var} is not set");
+    }
+    let mut reports = Vec::new();
+    for setup in &setups {
+        println!(
+            "{}: {} users, {:?}, +1 instance at {:?}, -1 at {:?}, then a rolling restart",
+            setup.label, timing.users, timing.run, timing.add_at, timing.remove_at
+        );
+        let listen = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let report = scale::run_setup(&exe, setup, timing, listen)
+            .await
+            .map_err(|e| e as Box<dyn std::error::Error>)?;
+        println!("{}", scale::table(std::slice::from_ref(&report)));
+        reports.push(report);
+    }
+    println!("{}", scale::table(&reports));
+    Ok(())
 }

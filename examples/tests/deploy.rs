@@ -34,7 +34,10 @@ fn the_redis_secret_is_a_durable_sentinel_url_over_the_statefulsets_pods() {
                     "redis://redis-2.redis:26379"
                 ]
             );
-            assert_eq!(master, "sessions", "redis.yaml's sentinels monitor `sessions`");
+            assert_eq!(
+                master, "sessions",
+                "redis.yaml's sentinels monitor `sessions`"
+            );
             assert_eq!(durable, Some(1));
         }
         other => panic!("not a Sentinel URL: {other:?}"),
