@@ -16,6 +16,11 @@
 //! To kill an instance while the demo runs, POST to its `/admin/crash` on its
 //! own port (printed at start; nginx does not forward `/admin/`): it exits
 //! at once, like a crash, without handing its sessions anywhere.
+//!
+//! The demo's own admin interface (on `ADMIN_ADDR`, default a free loopback
+//! port, printed at start) changes the instances while it runs: see [`run`].
+//! `--scenario scale` measures what adding, removing and restarting
+//! instances costs under load on each store: see [`scale`].
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -38,9 +43,10 @@ pub mod scale;
 pub enum Routing {
     /// Each request to the next instance in turn.
     RoundRobin,
-    /// By a consistent hash of a routing cookie that nginx sets on a
-    /// client's first response: all of a client's requests go to one
-    /// instance while it lives (see [`nginx_config`] for why not the session cookie).
+    /// By a `route` cookie naming the instance, which nginx sets on a
+    /// client's first response: all of a client's requests go to that
+    /// instance while it is in service (see [`nginx_config`] for why not a
+    /// hash of the session cookie).
     Sticky,
 }
 
@@ -380,7 +386,8 @@ pub struct Cluster {
     nginx: PathBuf,
     dir: PathBuf,
     conf: PathBuf,
-    front: Child,
+    /// nginx, once started.
+    front: Option<Child>,
     instances: Vec<Instance>,
     next: usize,
 }
@@ -427,7 +434,7 @@ impl Cluster {
             store: store.to_owned(),
             routing,
             listen,
-            front: Command::new("true").spawn()?,
+            front: None,
             nginx,
             dir,
             conf,
@@ -435,11 +442,13 @@ impl Cluster {
             next: instances + 1,
         };
         cluster.write_config()?;
-        cluster.front = cluster
-            .nginx_command()
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("could not start nginx: {e}"))?;
+        cluster.front = Some(
+            cluster
+                .nginx_command()
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| format!("could not start nginx: {e}"))?,
+        );
         if !wait_for_port(listen, Duration::from_secs(10)).await {
             let log = std::fs::read_to_string(cluster.dir.join("error.log")).unwrap_or_default();
             cluster.stop().await;
@@ -538,11 +547,12 @@ impl Cluster {
             .stderr(Stdio::null())
             .status()
             .await;
-        if tokio::time::timeout(Duration::from_secs(5), self.front.wait())
-            .await
-            .is_err()
+        if let Some(front) = &mut self.front
+            && tokio::time::timeout(Duration::from_secs(5), front.wait())
+                .await
+                .is_err()
         {
-            let _ = self.front.kill().await;
+            let _ = front.kill().await;
         }
         for instance in std::mem::take(&mut self.instances) {
             let _ = instance.stop(tokio::time::Instant::now()).await;
@@ -646,7 +656,9 @@ pub async fn run(options: Options, listen: SocketAddr) -> Result<(), BoxError> {
             loop {
                 {
                     let mut cluster = cluster.lock().await;
-                    if let Ok(Some(status)) = cluster.front.try_wait() {
+                    if let Some(front) = &mut cluster.front
+                        && let Ok(Some(status)) = front.try_wait()
+                    {
                         return status;
                     }
                 }

@@ -3,7 +3,8 @@
 //!
 //! - [`counter`]: `cargo run --example counter`
 //! - [`login`]: `cargo run --example login`
-//! - [`cluster`]: `cargo run --example cluster -- --instances 3 --routing sticky`
+//! - [`cluster`]: `cargo run --example cluster -- --instances 3 --routing sticky`,
+//!   and `cargo run --example cluster -- --scenario scale` ([`cluster::scale`])
 //!
 //! Every example reads its store from `SESSION_STORE` (default `memory://`,
 //! see [`session::StoreConfig::from_url`]) and its address from `ADDR`.
