@@ -3,7 +3,8 @@
 //!
 //! - [`counter`]: `cargo run --example counter`
 //! - [`login`]: `cargo run --example login`
-//! - [`cluster`]: `cargo run --example cluster -- --instances 3 --routing sticky`
+//! - [`cluster`]: `cargo run --example cluster -- --instances 3 --routing sticky`,
+//!   and `cargo run --example cluster -- --scenario scale` ([`cluster::scale`])
 //!
 //! Every example reads its store from `SESSION_STORE` (default `memory://`,
 //! see [`session::StoreConfig::from_url`]) and its address from `ADDR`.
@@ -71,9 +72,10 @@ pub async fn store_from_env() -> Result<AnyStore, Box<dyn std::error::Error>> {
     Ok(store)
 }
 
-/// Serves `app` until Ctrl-C or SIGTERM. Then, if the sessions lived in this
-/// process's memory and `SESSION_DRAIN_TO` names another store, hands every
-/// live session to it so nobody is logged out by the restart.
+/// Serves `app` until Ctrl-C or SIGTERM, with [`health_routes`] beside it.
+/// Then, if the sessions lived in this process's memory and
+/// `SESSION_DRAIN_TO` names another store, hands every live session to it
+/// so nobody is logged out by the restart.
 ///
 /// `SESSION_DRAIN_TO` is read and connected at startup, so that a bad value
 /// shows at once rather than at shutdown; see [`serve_then_drain`] for the
@@ -94,8 +96,24 @@ pub async fn serve(
         listener.local_addr()?,
         store.backend()
     );
+    serve_on(listener, app, store, shutdown_signal()).await
+}
+
+/// [`serve`] on a listener already bound, until `shutdown` completes: the
+/// drain target from `SESSION_DRAIN_TO`, [`serve_then_drain`], and the
+/// drain's report printed.
+///
+/// # Errors
+///
+/// The drain target's URL or connection, serving, or the drain failed.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    store: &AnyStore,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Box<dyn std::error::Error>> {
     let drain_to = match (store.memory(), std::env::var("SESSION_DRAIN_TO")) {
-        (Some(_), Ok(url)) => Some(
+        (Some(_), Ok(url)) if !url.is_empty() => Some(
             StoreConfig::from_url(&url)
                 .map_err(|e| format!("SESSION_DRAIN_TO={url:?}: {e}"))?
                 .connect()
@@ -104,7 +122,7 @@ pub async fn serve(
         _ => None,
     };
     if let Some(report) =
-        serve_then_drain(listener, app, store, drain_to.as_ref(), shutdown_signal()).await?
+        serve_then_drain(listener, app, store, drain_to.as_ref(), shutdown).await?
         && let Some(target) = &drain_to
     {
         println!(
@@ -124,19 +142,73 @@ pub async fn serve(
     Ok(())
 }
 
-/// Serves `app` on `listener` until `shutdown` completes; then, if `store`
-/// is the memory store and `drain_to` is given, drains every session into
-/// `drain_to` ([`MemoryStore::drain_into`](session::MemoryStore::drain_into))
-/// and returns its report.
+/// `GET /healthz` and `GET /readyz`, for a load balancer's or Kubernetes'
+/// probes. Merge them into an app outside its session layer (as
+/// [`serve_then_drain`] does): they never touch a session.
+///
+/// - `/healthz` answers `200 ok` while the process serves at all (a
+///   liveness probe: restart the process when it stops answering).
+/// - `/readyz` answers `200 ready` when one [`ping`](session::SessionStore::ping)
+///   of `store` succeeds within the store's operation timeout
+///   ([`AnyStore::op_timeout`]), else `503` with `Retry-After: 1` (a
+///   readiness probe: send no traffic to an instance whose requests would
+///   all get 503 anyway). The memory store always answers.
+pub fn health_routes(store: &AnyStore) -> axum::Router {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+
+    let store = store.clone();
+    axum::Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || async move {
+                match tokio::time::timeout(store.op_timeout(), session::SessionStore::ping(&store))
+                    .await
+                {
+                    Ok(Ok(())) => (StatusCode::OK, "ready\n").into_response(),
+                    Ok(Err(error)) => {
+                        eprintln!("readyz: the {} store failed: {error}", store.backend());
+                        not_ready("the session store failed\n")
+                    }
+                    Err(_) => {
+                        eprintln!(
+                            "readyz: the {} store did not answer within {:?}",
+                            store.backend(),
+                            store.op_timeout()
+                        );
+                        not_ready("the session store did not answer in time\n")
+                    }
+                }
+            }),
+        )
+}
+
+fn not_ready(body: &'static str) -> axum::response::Response {
+    use axum::http::{StatusCode, header::RETRY_AFTER};
+    use axum::response::IntoResponse;
+    (StatusCode::SERVICE_UNAVAILABLE, [(RETRY_AFTER, "1")], body).into_response()
+}
+
+/// Serves `app` and [`health_routes`] on `listener` until `shutdown`
+/// completes; then, if `store` is the memory store and `drain_to` is given,
+/// drains every session into `drain_to`
+/// ([`MemoryStore::drain_into`](session::MemoryStore::drain_into)) and
+/// returns its report.
 ///
 /// The order at shutdown: the listener stops accepting, every request
 /// already being served finishes and its connection closes, and only then
-/// does the drain start. One kind of work can still be running by then:
-/// the session layer saves (or deletes) a session in a task of its own, so
-/// that a client hanging up cannot cut a logout in half, and a client that
-/// hung up no longer holds a connection open for that task. The memory
-/// store handles it: from the moment a drain starts it forwards every call
-/// to the drain's target, so such a late write lands there too.
+/// does the drain start. A request's session save is part of its response
+/// (the layer commits before it answers), so a request that finished has
+/// its write in the store. One kind of work can still be running by then:
+/// the session layer runs an id change or a delete (login, logout) in a
+/// task of its own, so that a client hanging up cannot cut it in half, and
+/// a client that hung up no longer holds a connection open for that task.
+/// The memory store handles it: from the moment a drain starts it forwards
+/// every call to the drain's target, so such a late write lands there too.
+/// For a shared store nothing needs handing over, and the process exits
+/// once serving stops.
 ///
 /// # Errors
 ///
@@ -148,6 +220,7 @@ pub async fn serve_then_drain(
     drain_to: Option<&AnyStore>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Option<session::memory::DrainReport>, Box<dyn std::error::Error>> {
+    let app = health_routes(store).merge(app);
     // Returns once the listener is closed and every connection is done.
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)

@@ -22,6 +22,7 @@ use common::{env_or_fail, example_binary, free_port, request};
 struct Demo {
     child: Child,
     front: SocketAddr,
+    admin: Option<SocketAddr>,
     instances: Vec<(String, SocketAddr)>,
 }
 
@@ -42,10 +43,15 @@ impl Demo {
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut instances = Vec::new();
+        let mut admin = None;
         let ready = tokio::time::timeout(Duration::from_secs(60), async {
             while let Some(line) = lines.next_line().await.unwrap() {
                 if line == "ready" {
                     return true;
+                }
+                // "admin at http://127.0.0.1:40000 (GET/POST /instances, ...)"
+                if let Some(rest) = line.strip_prefix("admin at http://") {
+                    admin = rest.split(' ').next().and_then(|a| a.parse().ok());
                 }
                 // "instance 2 at http://127.0.0.1:40001 (kill it: ...)"
                 if let Some(rest) = line.strip_prefix("instance ") {
@@ -69,6 +75,7 @@ impl Demo {
         Demo {
             child,
             front,
+            admin,
             instances,
         }
     }
@@ -249,6 +256,64 @@ async fn memory_sticky_session_dies_with_its_instance() {
     let (count, instance) = user.visit(&demo).await;
     assert_ne!(instance, home);
     assert_eq!(count, 0, "the session outlived the instance that held it");
+    demo.stop().await;
+}
+
+/// The demo's admin interface changes the instances at runtime: an added
+/// instance gets round-robin traffic after nginx's reload, a restarted one
+/// comes back, a removed one gets no more, and no request fails meanwhile.
+#[tokio::test]
+async fn the_admin_interface_adds_restarts_and_removes_instances_at_runtime() {
+    use std::collections::BTreeSet;
+    let demo = Demo::start("memory://", "round-robin").await;
+    let admin = demo.admin.expect("the demo printed its admin address");
+    let names = |list: &[&str]| {
+        list.iter()
+            .map(|s| (*s).to_owned())
+            .collect::<BTreeSet<_>>()
+    };
+    let served_by = |demo: &Demo, visits: usize| {
+        let front = demo.front;
+        async move {
+            let mut seen = BTreeSet::new();
+            for _ in 0..visits {
+                let reply = request(front, "GET", "/", None).await;
+                assert_eq!(reply.status, 200, "{}", reply.body);
+                let instance = reply.headers.iter().find(|(k, _)| k == "x-instance");
+                seen.insert(instance.expect("x-instance").1.clone());
+            }
+            seen
+        }
+    };
+
+    let added = request(admin, "POST", "/instances", None).await;
+    assert_eq!(added.status, 200, "{}", added.body);
+    assert!(
+        added.body.starts_with("added 4 http://127.0.0.1:"),
+        "{}",
+        added.body
+    );
+    let listed = request(admin, "GET", "/instances", None).await;
+    assert_eq!(listed.body.lines().count(), 4, "{}", listed.body);
+    assert_eq!(served_by(&demo, 8).await, names(&["1", "2", "3", "4"]));
+
+    let restarted = request(admin, "POST", "/instances/2/restart", None).await;
+    assert_eq!(
+        (restarted.status, restarted.body.as_str()),
+        (200, "restarted 2\n")
+    );
+    assert_eq!(served_by(&demo, 8).await, names(&["1", "2", "3", "4"]));
+
+    let removed = request(admin, "DELETE", "/instances/4", None).await;
+    assert_eq!(
+        (removed.status, removed.body.as_str()),
+        (200, "removed 4\n")
+    );
+    assert_eq!(served_by(&demo, 9).await, names(&["1", "2", "3"]));
+    assert_eq!(
+        request(admin, "DELETE", "/instances/4", None).await.status,
+        409
+    );
     demo.stop().await;
 }
 

@@ -114,6 +114,12 @@ impl StoreKey {
         well_formed.then(|| Self(value.to_owned()))
     }
 
+    /// The key [`SessionStore::ping`](crate::SessionStore::ping) reads: 43
+    /// dashes, well formed but never the digest of an id.
+    pub(crate) fn probe() -> Self {
+        Self("-".repeat(STORE_KEY_LEN))
+    }
+
     /// The key as a string (43 characters of base64url).
     pub fn as_str(&self) -> &str {
         &self.0

@@ -196,6 +196,23 @@ pub trait SessionStore: Send + Sync + 'static {
     /// expires records natively may return `0`: their records are gone (or
     /// invisible) already.
     async fn delete_expired(&self) -> Result<u64, StoreError>;
+
+    /// One cheap round trip to the backend, for a readiness probe: `Ok`
+    /// when the store answered, whatever it answered.
+    ///
+    /// The default loads a key no session has (a store key is a SHA-256
+    /// digest in base64url; this one is 43 dashes), so every backend gets one
+    /// real read with no write and nothing new to implement. A store whose
+    /// backend has a cheaper no-op may override it. The caller bounds it
+    /// with its own timeout (the example server uses the layer's operation
+    /// timeout): a store that hangs never answers.
+    ///
+    /// # Errors
+    ///
+    /// The backend's error when it could not be reached or failed the read.
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.load(&StoreKey::probe()).await.map(|_| ())
+    }
 }
 
 #[async_trait]
@@ -260,5 +277,9 @@ impl<S: SessionStore + ?Sized> SessionStore for Arc<S> {
 
     async fn delete_expired(&self) -> Result<u64, StoreError> {
         (**self).delete_expired().await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        (**self).ping().await
     }
 }

@@ -254,3 +254,15 @@ async fn a_request_keeps_nothing_alive_after_it() {
         "a request kept the store alive"
     );
 }
+
+/// The default `ping` is one read and no write on a store that answers,
+/// and the store's error on one that does not.
+#[tokio::test]
+async fn ping_is_one_read_and_fails_with_the_store() {
+    use session_core::conformance::support::CountingStore;
+    let counting = CountingStore::new(session_memory::MemoryStore::default());
+    counting.ping().await.unwrap();
+    let counts = counting.counts();
+    assert_eq!((counts.load, counts.writes()), (1, 0));
+    assert!(FailingStore.ping().await.is_err());
+}

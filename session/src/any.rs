@@ -96,6 +96,15 @@ impl AnyStore {
         self.backend
     }
 
+    /// The store operation timeout the config set, else the layer's
+    /// default ([`DEFAULT_OP_TIMEOUT`](session_core::layer::DEFAULT_OP_TIMEOUT)):
+    /// what [`AnyStore::layer`] uses, and the bound for a readiness
+    /// [`ping`](SessionStore::ping).
+    pub fn op_timeout(&self) -> Duration {
+        self.op_timeout
+            .unwrap_or(session_core::layer::DEFAULT_OP_TIMEOUT)
+    }
+
     /// The store as a shared trait object.
     pub fn as_arc(&self) -> Arc<dyn SessionStore> {
         self.inner.clone()
@@ -427,5 +436,9 @@ impl SessionStore for AnyStore {
 
     async fn delete_expired(&self) -> Result<u64, StoreError> {
         self.inner.delete_expired().await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
     }
 }

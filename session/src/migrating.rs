@@ -330,4 +330,11 @@ impl<Old: SessionStore, New: SessionStore> SessionStore for MigratingStore<Old, 
         let Stores { old, new } = &*self.stores;
         Ok(old.delete_expired().await? + new.delete_expired().await?)
     }
+
+    /// Both stores: a request may need either one.
+    async fn ping(&self) -> Result<(), StoreError> {
+        let Stores { old, new } = &*self.stores;
+        old.ping().await?;
+        new.ping().await
+    }
 }
