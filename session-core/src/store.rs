@@ -157,6 +157,17 @@ pub trait SessionStore: Send + Sync + 'static {
     /// expires records natively may return `0`: their records are gone (or
     /// invisible) already.
     async fn delete_expired(&self) -> Result<u64, StoreError>;
+
+    /// A short, fixed name of the backend (`"memory"`, `"redis"`,
+    /// `"postgres"`, ...), the `backend` label of the layer's metrics (see
+    /// [`observe`](crate::observe)). A wrapper returns the name of the
+    /// store it wraps, or its own. The default is `"custom"`.
+    ///
+    /// Keep it a constant: it labels every store call's metrics, and a
+    /// label of many values makes many time series.
+    fn backend(&self) -> &'static str {
+        "custom"
+    }
 }
 
 #[async_trait]
@@ -209,5 +220,9 @@ impl<S: SessionStore + ?Sized> SessionStore for Arc<S> {
 
     async fn delete_expired(&self) -> Result<u64, StoreError> {
         (**self).delete_expired().await
+    }
+
+    fn backend(&self) -> &'static str {
+        (**self).backend()
     }
 }

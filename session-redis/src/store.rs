@@ -792,4 +792,8 @@ impl SessionStore for RedisStore {
     async fn delete_expired(&self) -> Result<u64, StoreError> {
         Ok(0)
     }
+
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
 }

@@ -347,4 +347,8 @@ impl SessionStore for AnyStore {
     async fn delete_expired(&self) -> Result<u64, StoreError> {
         self.inner.delete_expired().await
     }
+
+    fn backend(&self) -> &'static str {
+        self.backend
+    }
 }

@@ -310,4 +310,9 @@ impl<Old: SessionStore, New: SessionStore> SessionStore for MigratingStore<Old, 
         let Stores { old, new } = &*self.stores;
         Ok(old.delete_expired().await? + new.delete_expired().await?)
     }
+
+    /// `"migrating"`: its calls go to two stores.
+    fn backend(&self) -> &'static str {
+        "migrating"
+    }
 }
