@@ -128,7 +128,8 @@ pub fn instance_app(name: &str, layer: SessionLayer) -> Router {
         .layer(layer)
 }
 
-/// Runs one instance (the child process): serves [`instance_app`] on a free
+/// Runs one instance (the child process): serves [`instance_app`] (and
+/// `GET /metrics`, see [`with_metrics`](crate::with_metrics)) on a free
 /// loopback port, prints `instance NAME listening on URL`, and exits when
 /// its standard input closes (the demo that started it is gone) or on a signal.
 ///
@@ -137,7 +138,7 @@ pub fn instance_app(name: &str, layer: SessionLayer) -> Router {
 /// The store or the listener could not be set up.
 pub async fn run_instance(name: &str) -> Result<(), Box<dyn std::error::Error>> {
     let store = crate::store_from_env().await?;
-    let app = instance_app(name, store.layer().secure(false));
+    let app = crate::with_metrics(instance_app(name, store.layer().secure(false)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     println!(
         "instance {name} listening on http://{}",
