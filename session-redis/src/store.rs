@@ -793,7 +793,16 @@ impl SessionStore for RedisStore {
         Ok(0)
     }
 
+    /// `"redis"`, `"redis+cluster"` or `"redis+sentinel"`, as the store
+    /// was built (the names of `StoreConfig`'s URL schemes).
     fn backend(&self) -> &'static str {
-        "redis"
+        let pool = self.connections.pool();
+        if pool.is_cluster() {
+            "redis+cluster"
+        } else if pool.is_sentinel() {
+            "redis+sentinel"
+        } else {
+            "redis"
+        }
     }
 }

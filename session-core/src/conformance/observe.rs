@@ -741,3 +741,85 @@ pub async fn no_raw_id_in_metrics_or_events<S: SessionStore>(store: S, capture: 
         );
     }
 }
+
+/// What a sweeper reported, per sweep.
+#[derive(Clone, Default)]
+struct Sweeps(Arc<Mutex<Vec<(&'static str, u64)>>>);
+
+impl SessionEvents for Sweeps {
+    fn swept(&self, backend: &'static str, count: u64) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((backend, count));
+    }
+}
+
+/// For the SQL stores' sweeper: `spawn` starts it on `store` (batches of 2,
+/// a short period). Five expired records and two live ones: the hook given
+/// to [`report_to`](crate::sweeper::SweeperHandle::report_to) hears of all
+/// five (in one call per sweep that deleted any, each after its batches
+/// returned), `session_swept_total` counts five under the store's backend
+/// name, and the live records are still there.
+pub async fn sweeper_reports_what_it_deleted<S, F>(store: S, spawn: F, capture: Arc<Capture>)
+where
+    S: SessionStore,
+    F: FnOnce(&S) -> crate::sweeper::SweeperHandle,
+{
+    use super::store::{new_key, new_record};
+    let backend = store.backend();
+    let mut expired = new_record();
+    expired.idle_deadline = crate::record::now() - time::Duration::seconds(1);
+    for _ in 0..5 {
+        assert!(store.create(&new_key(), &expired).await.expect("create"));
+    }
+    let live = [new_key(), new_key()];
+    for key in &live {
+        assert!(store.create(key, &new_record()).await.expect("create"));
+    }
+    let sweeps = Sweeps::default();
+    let sweeper = spawn(&store);
+    sweeper.report_to(sweeps.clone());
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while sweeper.deleted() < 5 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // The hook is told after the sweep's last batch; give it that sweep.
+    let reported = || -> u64 {
+        sweeps
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(_, n)| n)
+            .sum()
+    };
+    while reported() < 5 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    sweeper.stop().await;
+    assert_eq!(
+        reported(),
+        5,
+        "the hook heard of every expired record deleted"
+    );
+    let calls = sweeps
+        .0
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    assert!(
+        calls.iter().all(|&(b, n)| b == backend && n > 0),
+        "{calls:?}"
+    );
+    assert_eq!(
+        capture.counter("session_swept_total", &[("backend", backend)]),
+        5
+    );
+    for key in &live {
+        assert!(
+            store.load(key).await.expect("load").is_some(),
+            "a live record swept"
+        );
+    }
+}
