@@ -320,53 +320,53 @@ impl Write<'_> {
         let mut carried_principal = None;
         for attempt in 0..config.save_attempts {
             let retire = config.store.delete_if_unchanged(old, expected);
-            let outcome =
-                match call(config, "delete_if_unchanged", old, self.deadline, retire).await {
-                    Err(_) => None,
-                    Ok(DeleteOutcome::Deleted) => {
-                        if let Some(events) = &config.events {
-                            let principal = carried_principal.unwrap_or(record.principal);
-                            events.id_cycled(old, &new, principal.as_deref());
-                        }
-                        return done(CookieChange::Set { id, max_age }, false);
+            let retired = call(config, "delete_if_unchanged", old, self.deadline, retire);
+            let outcome = match retired.await {
+                Err(_) => None,
+                Ok(DeleteOutcome::Deleted) => {
+                    if let Some(events) = &config.events {
+                        let principal = carried_principal.unwrap_or(record.principal);
+                        events.id_cycled(old, &new, principal.as_deref());
                     }
-                    Ok(DeleteOutcome::Gone) => Some(self.stale(None)),
-                    Ok(DeleteOutcome::Conflict) => {
-                        tracing::debug!(
-                            key = old.short(),
-                            attempt,
-                            "write to the old id during cycle"
-                        );
-                        self.pause(attempt).await;
-                        match self.fresh().await {
-                            Err(_) => None,
-                            Ok(None) => Some(self.stale(None)),
-                            Ok(Some(fresh)) => match self.rebase(fresh, &record) {
-                                Rebased::Stale(fresh) => Some(self.stale(Some(fresh))),
-                                Rebased::Apply(mut carried) => {
-                                    expected = carried.version;
-                                    carried.version = new_version + 1;
-                                    carried.mark_used(now());
-                                    let save = config.store.save(&new, &carried, new_version);
-                                    match call(config, "save", &new, self.deadline, save).await {
-                                        Ok(SaveOutcome::Saved) => {
-                                            config.meter.size(json_len(&carried.data));
-                                            if config.events.is_some() {
-                                                carried_principal = Some(carried.principal.clone());
-                                            }
-                                            new_version += 1;
-                                            max_age = crate::session::max_age(&carried, now());
-                                            continue;
+                    return done(CookieChange::Set { id, max_age }, false);
+                }
+                Ok(DeleteOutcome::Gone) => Some(self.stale(None)),
+                Ok(DeleteOutcome::Conflict) => {
+                    tracing::debug!(
+                        key = old.short(),
+                        attempt,
+                        "write to the old id during cycle"
+                    );
+                    self.pause(attempt).await;
+                    match self.fresh().await {
+                        Err(_) => None,
+                        Ok(None) => Some(self.stale(None)),
+                        Ok(Some(fresh)) => match self.rebase(fresh, &record) {
+                            Rebased::Stale(fresh) => Some(self.stale(Some(fresh))),
+                            Rebased::Apply(mut carried) => {
+                                expected = carried.version;
+                                carried.version = new_version + 1;
+                                carried.mark_used(now());
+                                let save = config.store.save(&new, &carried, new_version);
+                                match call(config, "save", &new, self.deadline, save).await {
+                                    Ok(SaveOutcome::Saved) => {
+                                        config.meter.size(json_len(&carried.data));
+                                        if config.events.is_some() {
+                                            carried_principal = Some(carried.principal.clone());
                                         }
-                                        // Nobody else knows the new key; if it is
-                                        // not as created, something is wrong.
-                                        Ok(_) | Err(_) => None,
+                                        new_version += 1;
+                                        max_age = crate::session::max_age(&carried, now());
+                                        continue;
                                     }
+                                    // Nobody else knows the new key; if it is
+                                    // not as created, something is wrong.
+                                    Ok(_) | Err(_) => None,
                                 }
-                            },
-                        }
+                            }
+                        },
                     }
-                };
+                }
+            };
             rollback(config, &new).await;
             return outcome.unwrap_or(Outcome::Failed { identity: true });
         }
