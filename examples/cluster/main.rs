@@ -25,7 +25,10 @@ async fn main() -> Result<(), examples::Failure> {
         return Ok(scenario(timing).await?);
     }
     let listen = examples::listen_addr("127.0.0.1:8080")?;
-    Ok(examples::cluster::run(options, listen).await?)
+    examples::cluster::run(options, listen)
+        .await
+        .map_err(|e| e as Box<dyn std::error::Error>)?;
+    Ok(())
 }
 
 /// `--scenario scale`: every setup the environment allows, one after the

@@ -197,7 +197,8 @@ pub fn instance_app(name: &str, layer: SessionLayer) -> Router {
         .layer(layer)
 }
 
-/// Runs one instance (the child process): serves [`instance_app`] on
+/// Runs one instance (the child process): serves [`instance_app`] and
+/// `GET /metrics` (see [`with_metrics`](crate::with_metrics)) on
 /// `127.0.0.1:PORT` (a free port for 0) through [`crate::serve_on`] (so
 /// with `/healthz`, `/readyz` and the graceful shutdown), prints `instance
 /// NAME listening on URL`, and stops gracefully when its standard input
@@ -208,7 +209,7 @@ pub fn instance_app(name: &str, layer: SessionLayer) -> Router {
 /// The store or the listener could not be set up, or serving failed.
 pub async fn run_instance(name: &str, port: u16) -> Result<(), Box<dyn std::error::Error>> {
     let store = crate::store_from_env().await?;
-    let app = instance_app(name, store.layer().secure(false));
+    let app = crate::with_metrics(instance_app(name, store.layer().secure(false)));
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     println!(
         "instance {name} listening on http://{}",

@@ -7,10 +7,15 @@
 //!   and `cargo run --example cluster -- --scenario scale` ([`cluster::scale`])
 //!
 //! Every example reads its store from `SESSION_STORE` (default `memory://`,
-//! see [`session::StoreConfig::from_url`]) and its address from `ADDR`.
+//! see [`session::StoreConfig::from_url`]) and its address from `ADDR`, and
+//! serves the session layer's metrics as Prometheus text at `GET /metrics`
+//! ([`with_metrics`]).
 
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 
+use axum::routing::get;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use session::{AnyStore, StoreConfig};
 
 pub mod cluster;
@@ -72,10 +77,45 @@ pub async fn store_from_env() -> Result<AnyStore, Box<dyn std::error::Error>> {
     Ok(store)
 }
 
-/// Serves `app` until Ctrl-C or SIGTERM, with [`health_routes`] beside it.
-/// Then, if the sessions lived in this process's memory and
-/// `SESSION_DRAIN_TO` names another store, hands every live session to it
-/// so nobody is logged out by the restart.
+/// The process's Prometheus recorder, installed as the global `metrics`
+/// recorder on first use (with the session metrics' descriptions).
+///
+/// # Panics
+///
+/// If another global `metrics` recorder was installed first.
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let handle = PrometheusBuilder::new()
+            .install_recorder()
+            .expect("no other metrics recorder is installed");
+        session::observe::describe();
+        handle
+    })
+}
+
+/// `app` with `GET /metrics`: the session layer's metrics (and any other
+/// the process records) as Prometheus text. The route sits outside the
+/// app's session layer, so a scrape touches no session.
+///
+/// Installs the recorder ([`prometheus`]) now, so that the metrics of the
+/// first requests are kept.
+pub fn with_metrics(app: axum::Router) -> axum::Router {
+    let handle = prometheus();
+    app.route(
+        "/metrics",
+        get(move || async move {
+            handle.run_upkeep();
+            handle.render()
+        }),
+    )
+}
+
+/// Serves `app` until Ctrl-C or SIGTERM, with `GET /metrics`
+/// ([`with_metrics`]) and [`health_routes`] beside it. Then, if the
+/// sessions lived in this process's memory and `SESSION_DRAIN_TO` names
+/// another store, hands every live session to it so nobody is logged out by
+/// the restart.
 ///
 /// `SESSION_DRAIN_TO` is read and connected at startup, so that a bad value
 /// shows at once rather than at shutdown; see [`serve_then_drain`] for the
@@ -90,6 +130,7 @@ pub async fn serve(
     app: axum::Router,
     store: &AnyStore,
 ) -> Result<(), Box<dyn std::error::Error>> {
+    let app = with_metrics(app);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     println!(
         "{name} listening on http://{} (sessions: {})",

@@ -236,3 +236,65 @@ async fn login_issues_a_new_id_and_escapes_the_name() {
         "the pre-login id still works"
     );
 }
+
+/// The sessions page shows the user's session events as the layer reported
+/// them: logins, a logout, "log out everywhere"; none of another user's.
+#[tokio::test]
+async fn sessions_page_shows_the_audit_log() {
+    let store = StoreConfig::memory().connect().await.unwrap();
+    let app = examples::login::app(store.clone(), store.layer().secure(false));
+    let laptop = log_in(&app, "ada", "laptop").await;
+    let phone = log_in(&app, "ada", "phone").await;
+    log_in(&app, "grace", "desk").await;
+    let out = call(&app, "POST", "/logout", Some(&phone), "", "phone").await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+
+    let page = call(&app, "GET", "/sessions", Some(&laptop), "", "laptop").await;
+    let audit = page
+        .body
+        .split("<ul id=audit>")
+        .nth(1)
+        .expect("the audit log");
+    let short = |pair: &str| {
+        let id = session::Id::decode(pair.split_once('=').unwrap().1).unwrap();
+        id.store_key().short().to_owned()
+    };
+    assert_eq!(audit.matches("logged in: session").count(), 2, "{audit}");
+    assert!(
+        audit.contains(&format!("logged in: session {}", short(&laptop))),
+        "{audit}"
+    );
+    assert!(
+        audit.contains(&format!("logged out: session {}", short(&phone))),
+        "{audit}"
+    );
+    assert_eq!(
+        audit.matches("<li>").count(),
+        3,
+        "grace's events listed: {audit}"
+    );
+    for pair in [&laptop, &phone] {
+        assert!(
+            !audit.contains(pair.split_once('=').unwrap().1),
+            "a raw id: {audit}"
+        );
+    }
+
+    let everywhere = call(
+        &app,
+        "POST",
+        "/logout-everywhere",
+        Some(&laptop),
+        "",
+        "laptop",
+    )
+    .await;
+    assert_eq!(everywhere.status, StatusCode::SEE_OTHER);
+    let again = log_in(&app, "ada", "laptop").await;
+    let page = call(&app, "GET", "/sessions", Some(&again), "", "laptop").await;
+    assert!(
+        page.body.contains("logged out everywhere: 1 sessions"),
+        "{}",
+        page.body
+    );
+}

@@ -54,6 +54,7 @@ use tracing::Instrument as _;
 
 use crate::layer::Config;
 use crate::locks::KeyGuard;
+use crate::meter::Observed;
 use crate::record::now;
 use crate::session::{Loaded, Op, Reads, State, max_age};
 use crate::{DeleteOutcome, Id, Record, SaveOutcome, StoreError, StoreKey};
@@ -145,10 +146,13 @@ pub(crate) async fn commit(config: &Config, state: State, turn: Option<Turn>) ->
         .as_ref()
         .map_or_else(|| deadline(config), |turn| turn.deadline);
     let mut cookie = CookieChange::Keep;
-    for key in &state.doomed {
+    for (key, principal) in &state.doomed {
         let deleted = call(config, "delete", key, deadline, config.store.delete(key)).await;
         if deleted.is_err() {
             return Outcome::Failed { identity: true };
+        }
+        if let Some(events) = &config.events {
+            events.destroyed(key, principal.as_deref());
         }
     }
     if state.destroyed {
@@ -236,14 +240,19 @@ pub(crate) async fn commit(config: &Config, state: State, turn: Option<Turn>) ->
         (None, Some(mut record)) if state.changed => {
             let max_age = max_age(&record, now);
             match create(config, &mut record, deadline).await {
-                Ok((id, _)) => done(
-                    CookieChange::Set {
-                        id,
-                        max_age,
-                        floor: floor(config, 0),
-                    },
-                    failed_before,
-                ),
+                Ok((id, key)) => {
+                    if let Some(events) = &config.events {
+                        events.created(&key, record.principal.as_deref());
+                    }
+                    done(
+                        CookieChange::Set {
+                            id,
+                            max_age,
+                            floor: floor(config, 0),
+                        },
+                        failed_before,
+                    )
+                }
                 Err(_) => Outcome::Failed { identity: false },
             }
         }
@@ -295,6 +304,7 @@ impl Write<'_> {
             match saved.await {
                 Err(_) => return Outcome::Failed { identity: false },
                 Ok(SaveOutcome::Saved) => {
+                    config.meter.size(json_len(&record.data));
                     let raises = config.reads_may_lag && self.loaded.raises_floor(record.version);
                     let cookie = if cookie_changed || raises {
                         CookieChange::Set {
@@ -344,11 +354,18 @@ impl Write<'_> {
         };
         let mut expected = self.loaded.version;
         let mut new_version = 0;
+        // The principal now under the new key, once a carried write set it.
+        let mut carried_principal = None;
         for attempt in 0..config.save_attempts {
             let retire = config.store.delete_if_unchanged(old, expected);
-            let outcome = match call(config, "delete", old, self.deadline, retire).await {
+            let retired = call(config, "delete_if_unchanged", old, self.deadline, retire);
+            let outcome = match retired.await {
                 Err(_) => None,
                 Ok(DeleteOutcome::Deleted) => {
+                    if let Some(events) = &config.events {
+                        let principal = carried_principal.unwrap_or(record.principal);
+                        events.id_cycled(old, &new, principal.as_deref());
+                    }
                     let floor = floor(config, new_version);
                     return done(CookieChange::Set { id, max_age, floor }, false);
                 }
@@ -372,6 +389,10 @@ impl Write<'_> {
                                 let save = config.store.save(&new, &carried, new_version);
                                 match call(config, "save", &new, self.deadline, save).await {
                                     Ok(SaveOutcome::Saved) => {
+                                        config.meter.size(json_len(&carried.data));
+                                        if config.events.is_some() {
+                                            carried_principal = Some(carried.principal.clone());
+                                        }
                                         new_version += 1;
                                         max_age = crate::session::max_age(&carried, now());
                                         continue;
@@ -489,6 +510,7 @@ async fn create(
             config.store.create(&key, record),
         );
         if created.await? {
+            config.meter.size(json_len(&record.data));
             return Ok((id, key));
         }
     }
@@ -520,6 +542,9 @@ fn too_many_conflicts(config: &Config, key: &StoreKey) {
 }
 
 fn timed_out(config: &Config, op: &'static str, key: &StoreKey) {
+    config
+        .meter
+        .error(op, &StoreError::Timeout(config.op_timeout));
     tracing::warn!(
         op,
         key = key.short(),
@@ -539,8 +564,9 @@ pub(crate) fn touch_due(config: &Config, record: &Record, now: OffsetDateTime) -
 }
 
 /// Runs one store call under the deadline, in a span that names the call and
-/// the store key's short prefix (never the id).
-pub(crate) async fn call<T>(
+/// the store key's short prefix (never the id), and records its metrics.
+/// Every store call of the layer goes through here (or [`call_unkeyed`]).
+pub(crate) async fn call<T: Observed>(
     config: &Config,
     op: &'static str,
     key: &StoreKey,
@@ -548,13 +574,7 @@ pub(crate) async fn call<T>(
     fut: impl Future<Output = Result<T, StoreError>>,
 ) -> Result<T, StoreError> {
     let span = tracing::debug_span!("session_store", op, key = key.short());
-    let result = match tokio::time::timeout_at(deadline, fut)
-        .instrument(span)
-        .await
-    {
-        Ok(result) => result,
-        Err(_) => Err(StoreError::Timeout(config.op_timeout)),
-    };
+    let result = timed(config, op, deadline, fut.instrument(span)).await;
     if let Err(error) = &result {
         tracing::warn!(
             op,
@@ -562,6 +582,50 @@ pub(crate) async fn call<T>(
             error = error as &dyn std::error::Error,
             "session store call failed"
         );
+    }
+    result
+}
+
+/// [`call`] for a store call that names no session (by principal).
+pub(crate) async fn call_unkeyed<T: Observed>(
+    config: &Config,
+    op: &'static str,
+    deadline: Instant,
+    fut: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    let span = tracing::debug_span!("session_store", op);
+    let result = timed(config, op, deadline, fut.instrument(span)).await;
+    if let Err(error) = &result {
+        tracing::warn!(
+            op,
+            error = error as &dyn std::error::Error,
+            "session store call failed"
+        );
+    }
+    result
+}
+
+/// `fut` under the deadline, its latency and answer counted.
+async fn timed<T: Observed>(
+    config: &Config,
+    op: &'static str,
+    deadline: Instant,
+    fut: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    let start = std::time::Instant::now();
+    let result = match tokio::time::timeout_at(deadline, fut).await {
+        Ok(result) => result,
+        Err(_) => Err(StoreError::Timeout(config.op_timeout)),
+    };
+    let meter = &config.meter;
+    meter.latency(op, start.elapsed());
+    match &result {
+        Ok(answer) => {
+            if let Some(count) = answer.count(op) {
+                meter.count(count);
+            }
+        }
+        Err(error) => meter.error(op, error),
     }
     result
 }

@@ -141,8 +141,9 @@ pub(crate) struct State {
     pub(crate) cycle: bool,
     /// The cookie's lifetime changed (set_expiry): it must be sent again.
     pub(crate) cookie_changed: bool,
-    /// Destroyed sessions' keys, deleted at the end of the request.
-    pub(crate) doomed: Vec<StoreKey>,
+    /// Destroyed sessions' keys, deleted at the end of the request, with
+    /// the principal the request saw there (for the events hook).
+    pub(crate) doomed: Vec<(StoreKey, Option<String>)>,
     /// `destroy` was called: the browser is told to drop the cookie.
     pub(crate) destroyed: bool,
     /// The JSON size of the working copy's data (an upper bound), once a
@@ -656,11 +657,18 @@ impl Session {
             return Err(SessionError::Closed);
         }
         match state.loaded.take() {
-            Some(loaded) => state.doomed.push(loaded.key),
+            Some(loaded) => {
+                let principal = state.record.as_ref().and_then(|r| r.principal.clone());
+                state.doomed.push((loaded.key, principal));
+            }
             // Not loaded (no need to read what is deleted) or loading failed:
             // delete whatever the cookies name.
             None if matches!(state.phase, Phase::Unloaded | Phase::Failed) => {
-                let keys = self.inner.cookie_ids.iter().map(|c| c.id.store_key());
+                let keys = self
+                    .inner
+                    .cookie_ids
+                    .iter()
+                    .map(|cookie| (cookie.id.store_key(), None));
                 state.doomed.extend(keys);
             }
             None => {}

@@ -213,6 +213,17 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError> {
         self.load(&StoreKey::probe()).await.map(|_| ())
     }
+
+    /// A short, fixed name of the backend (`"memory"`, `"redis"`,
+    /// `"postgres"`, ...), the `backend` label of the layer's metrics (see
+    /// [`observe`](crate::observe)). A wrapper returns the name of the
+    /// store it wraps, or its own. The default is `"custom"`.
+    ///
+    /// Keep it a constant: it labels every store call's metrics, and a
+    /// label of many values makes many time series.
+    fn backend(&self) -> &'static str {
+        "custom"
+    }
 }
 
 #[async_trait]
@@ -281,5 +292,9 @@ impl<S: SessionStore + ?Sized> SessionStore for Arc<S> {
 
     async fn ping(&self) -> Result<(), StoreError> {
         (**self).ping().await
+    }
+
+    fn backend(&self) -> &'static str {
+        (**self).backend()
     }
 }

@@ -8,15 +8,19 @@
 //! `tracing` and retried after a backoff that starts at 250 ms and doubles
 //! up to a minute; the sweeper never ends on an error. The task ends when
 //! its [`SweeperHandle`] is dropped.
+//!
+//! Each sweep that deleted rows adds them to the `session_swept_total`
+//! counter (label `backend`) and tells the [`SessionEvents`] hook given to
+//! [`SweeperHandle::report_to`], if any.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::StoreError;
+use crate::{SessionEvents, StoreError};
 
 /// The first wait after a failed sweep; it doubles with each further failure.
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
@@ -36,10 +40,20 @@ pub struct SweeperHandle {
     stats: Arc<Stats>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Stats {
     deleted: AtomicU64,
     failures: AtomicU64,
+    events: RwLock<Option<Arc<dyn SessionEvents>>>,
+}
+
+impl std::fmt::Debug for Stats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stats")
+            .field("deleted", &self.deleted)
+            .field("failures", &self.failures)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SweeperHandle {
@@ -66,11 +80,49 @@ impl SweeperHandle {
     pub fn failures(&self) -> u64 {
         self.stats.failures.load(Ordering::Relaxed)
     }
+
+    /// Reports every later sweep that deleted expired records to
+    /// `events` ([`SessionEvents::swept`], with the count), after the
+    /// batches' statements returned. Replaces a hook given before.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use std::time::Duration;
+    /// use session_core::SessionEvents;
+    ///
+    /// struct Expiries;
+    /// impl SessionEvents for Expiries {
+    ///     fn swept(&self, backend: &'static str, count: u64) {
+    ///         println!("{count} expired {backend} sessions deleted");
+    ///     }
+    /// }
+    ///
+    /// let sweeper = session_core::sweeper::spawn(
+    ///     "custom",
+    ///     "sessions".to_owned(),
+    ///     Duration::from_secs(300),
+    ///     1_000,
+    ///     |_batch| async { Ok::<u64, session_core::StoreError>(0) },
+    /// );
+    /// sweeper.report_to(Expiries);
+    /// # }
+    /// ```
+    pub fn report_to(&self, events: impl SessionEvents) {
+        let events: Arc<dyn SessionEvents> = Arc::new(events);
+        *self
+            .stats
+            .events
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(events);
+    }
 }
 
 /// Starts a task that runs `step(batch)` (delete up to `batch` expired
 /// rows, give how many went) at once, then every `period`, each time until
-/// a step deletes fewer than `batch` rows; `table` names the table in logs.
+/// a step deletes fewer than `batch` rows; `table` names the table in logs,
+/// `backend` (the store's [`backend`](crate::SessionStore::backend) name)
+/// labels the `session_swept_total` counter.
 ///
 /// A failing step is logged and retried after a backoff (250 ms, doubling
 /// up to a minute); the task never ends on an error, only when the handle
@@ -82,6 +134,7 @@ impl SweeperHandle {
 /// use std::time::Duration;
 ///
 /// let sweeper = session_core::sweeper::spawn(
+///     "custom",
 ///     "sessions".to_owned(),
 ///     Duration::from_secs(300),
 ///     1_000,
@@ -94,7 +147,13 @@ impl SweeperHandle {
 /// # Panics
 ///
 /// When called outside a Tokio runtime (like `tokio::spawn`).
-pub fn spawn<F, Fut>(table: String, period: Duration, batch: u32, step: F) -> SweeperHandle
+pub fn spawn<F, Fut>(
+    backend: &'static str,
+    table: String,
+    period: Duration,
+    batch: u32,
+    step: F,
+) -> SweeperHandle
 where
     F: Fn(u32) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<u64, StoreError>> + Send + 'static,
@@ -102,6 +161,7 @@ where
     let (stop, stopped) = oneshot::channel();
     let stats = Arc::new(Stats::default());
     let task = tokio::spawn(sweep_loop(
+        backend,
         table,
         step,
         period,
@@ -113,6 +173,7 @@ where
 }
 
 async fn sweep_loop<F, Fut>(
+    backend: &'static str,
     table: String,
     step: F,
     period: Duration,
@@ -125,7 +186,7 @@ async fn sweep_loop<F, Fut>(
 {
     let mut failures: u32 = 0;
     loop {
-        let wait = match sweep(&step, batch, &mut stopped, &stats).await {
+        let wait = match sweep(backend, &step, batch, &mut stopped, &stats).await {
             Sweep::Stopped => return,
             Sweep::Done => {
                 failures = 0;
@@ -160,6 +221,7 @@ enum Sweep {
 
 /// Deletes batches until one comes back short, or the handle is dropped.
 async fn sweep<F, Fut>(
+    backend: &'static str,
     step: &F,
     batch: u32,
     stopped: &mut oneshot::Receiver<()>,
@@ -183,6 +245,16 @@ where
                 if deleted < u64::from(batch) {
                     if swept > 0 {
                         tracing::debug!(deleted = swept, "session sweeper deleted expired rows");
+                        metrics::counter!("session_swept_total", "backend" => backend)
+                            .increment(swept);
+                        let events = stats
+                            .events
+                            .read()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .clone();
+                        if let Some(events) = events {
+                            events.swept(backend, swept);
+                        }
                     }
                     return Sweep::Done;
                 }

@@ -332,6 +332,15 @@ impl MemoryStore {
         self.engine.len()
     }
 
+    /// Sets the `session_memory_sessions` gauge to [`len`](Self::len).
+    /// Without a metrics recorder installed this costs a look-up of the
+    /// recorder (the gauge's key is a constant).
+    fn gauge_held(&self) {
+        // Far below 2^52 sessions: exact as an f64.
+        #[allow(clippy::cast_precision_loss)]
+        metrics::gauge!("session_memory_sessions").set(self.len() as f64);
+    }
+
     /// Whether the store holds no sessions (approximate, like [`len`](Self::len)).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -688,6 +697,7 @@ impl SessionStore for MemoryStore {
         let created = result == Applied::Put;
         if created {
             self.prune_if_grown().await;
+            self.gauge_held();
         }
         Ok(created)
     }
@@ -818,6 +828,7 @@ impl SessionStore for MemoryStore {
             }
             return target.delete(key).await;
         }
+        self.gauge_held();
         Ok(())
     }
 
@@ -858,6 +869,9 @@ impl SessionStore for MemoryStore {
                 }
             }
             return target.delete_if_unchanged(key, expected_version).await;
+        }
+        if outcome == DeleteOutcome::Deleted {
+            self.gauge_held();
         }
         Ok(outcome)
     }
@@ -916,6 +930,7 @@ impl SessionStore for MemoryStore {
             }
             deleted += target.delete_by_principal(principal).await?;
         }
+        self.gauge_held();
         Ok(deleted)
     }
 
@@ -928,9 +943,14 @@ impl SessionStore for MemoryStore {
     async fn delete_expired(&self) -> Result<u64, StoreError> {
         let dropped = self.engine.purge_expired(now());
         self.prune().await;
+        self.gauge_held();
         match self.drain.target() {
             Some(target) => Ok(dropped + target.delete_expired().await?),
             None => Ok(dropped),
         }
+    }
+
+    fn backend(&self) -> &'static str {
+        "memory"
     }
 }

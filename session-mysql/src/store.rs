@@ -818,6 +818,10 @@ impl SessionStore for MySqlStore {
             }
         }
     }
+
+    fn backend(&self) -> &'static str {
+        "mysql"
+    }
 }
 
 #[cfg(test)]

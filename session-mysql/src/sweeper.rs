@@ -36,7 +36,7 @@ impl MySqlStore {
     pub fn spawn_sweeper(&self, period: Duration, batch: u32) -> SweeperHandle {
         let store = self.clone();
         let table = self.sql_table_name();
-        sweeper::spawn(table, period, batch, move |batch| {
+        sweeper::spawn("mysql", table, period, batch, move |batch| {
             let store = store.clone();
             async move { store.delete_expired_batch(batch).await }
         })

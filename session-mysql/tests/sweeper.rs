@@ -283,3 +283,18 @@ async fn sweeper_survives_the_server_going_away() {
     assert!(deleted.load(Ordering::Relaxed) >= 1);
     assert!(!sweeper.is_finished());
 }
+
+/// The shared driver: the sweeper's hook and `session_swept_total` hear of
+/// every expired record it deleted.
+#[test]
+fn sweeper_reports_what_it_deleted() {
+    session_core::conformance::observe::run(|capture| async move {
+        let store = fresh_store().await;
+        session_core::conformance::observe::sweeper_reports_what_it_deleted(
+            store,
+            |store| store.spawn_sweeper(Duration::from_millis(20), 2),
+            capture,
+        )
+        .await;
+    });
+}

@@ -992,6 +992,10 @@ impl SessionStore for PostgresStore {
             }
         }
     }
+
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
 }
 
 #[cfg(test)]

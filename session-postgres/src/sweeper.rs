@@ -37,7 +37,7 @@ impl PostgresStore {
     pub fn spawn_sweeper(&self, period: Duration, batch: u32) -> SweeperHandle {
         let store = self.clone();
         let table = format!("{}.{}", self.schema(), self.table());
-        sweeper::spawn(table, period, batch, move |batch| {
+        sweeper::spawn("postgres", table, period, batch, move |batch| {
             let store = store.clone();
             async move { store.delete_expired_batch(batch).await }
         })

@@ -175,3 +175,18 @@ async fn delete_expired_counts_what_it_deletes_in_batches() {
         assert!(store.load(key).await.expect("load").is_some());
     }
 }
+
+/// The shared driver: the sweeper's hook and `session_swept_total` hear of
+/// every expired record it deleted.
+#[test]
+fn sweeper_reports_what_it_deleted() {
+    session_core::conformance::observe::run(|capture| async move {
+        let store = fresh_store().await;
+        session_core::conformance::observe::sweeper_reports_what_it_deleted(
+            store,
+            |store| store.spawn_sweeper(Duration::from_millis(20), 2),
+            capture,
+        )
+        .await;
+    });
+}

@@ -939,4 +939,17 @@ impl SessionStore for RedisStore {
     async fn delete_expired(&self) -> Result<u64, StoreError> {
         Ok(0)
     }
+
+    /// `"redis"`, `"redis+cluster"` or `"redis+sentinel"`, as the store
+    /// was built (the names of `StoreConfig`'s URL schemes).
+    fn backend(&self) -> &'static str {
+        let pool = self.connections.pool();
+        if pool.is_cluster() {
+            "redis+cluster"
+        } else if pool.is_sentinel() {
+            "redis+sentinel"
+        } else {
+            "redis"
+        }
+    }
 }

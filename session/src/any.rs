@@ -105,6 +105,34 @@ impl AnyStore {
             .unwrap_or(session_core::layer::DEFAULT_OP_TIMEOUT)
     }
 
+    /// Reports each sweep of the SQL store's sweeper (started by
+    /// [`StoreConfig::connect`]) that deleted expired sessions to `events`
+    /// ([`SessionEvents::swept`](session_core::SessionEvents::swept)).
+    /// Returns `false`, doing nothing, for a backend without a sweeper
+    /// (memory and Redis expire sessions themselves, unobserved).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use session::{SessionEvents, StoreConfig};
+    ///
+    /// struct Expiries;
+    /// impl SessionEvents for Expiries {}
+    ///
+    /// let store = StoreConfig::from_url("memory://")?.connect().await?;
+    /// assert!(!store.report_sweeps_to(Expiries));
+    /// # Ok(()) }
+    /// ```
+    pub fn report_sweeps_to(&self, events: impl session_core::SessionEvents) -> bool {
+        #[cfg(any(feature = "postgres", feature = "mysql"))]
+        if let Some(sweeper) = &self._sweeper {
+            sweeper.report_to(events);
+            return true;
+        }
+        let _ = events;
+        false
+    }
+
     /// The store as a shared trait object.
     pub fn as_arc(&self) -> Arc<dyn SessionStore> {
         self.inner.clone()
@@ -440,5 +468,9 @@ impl SessionStore for AnyStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
+    }
+
+    fn backend(&self) -> &'static str {
+        self.backend
     }
 }

@@ -337,4 +337,9 @@ impl<Old: SessionStore, New: SessionStore> SessionStore for MigratingStore<Old, 
         old.ping().await?;
         new.ping().await
     }
+
+    /// `"migrating"`: its calls go to two stores.
+    fn backend(&self) -> &'static str {
+        "migrating"
+    }
 }

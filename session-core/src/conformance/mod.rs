@@ -18,6 +18,11 @@
 //! - [`replica`]: replica reads through two app instances: a client
 //!   always sees its own writes and never goes back in versions (and a
 //!   store whose reads do not lag sets cookies without a floor).
+//! - [`observe`]: metrics and lifecycle events through the layer: events
+//!   once, after the store confirmed, with the right keys; none for a
+//!   refused, rolled-back or failed change; the counts a scripted sequence
+//!   implies; no raw id in any metric label or event. Each case runs on a
+//!   current-thread runtime of its own, under a recorder for its thread.
 //! - [`faults`]: not a suite but the load every backend's fault tests run
 //!   while they restart, kill or freeze their server, and the assertions
 //!   they share (every failure a `503` in the fault window, no hang, no
@@ -39,6 +44,7 @@
 pub mod faults;
 pub mod http;
 pub mod replica;
+pub mod observe;
 pub mod serial;
 pub mod store;
 pub mod support;
@@ -112,12 +118,29 @@ macro_rules! conformance_tests {
         $crate::__conformance_cases!($factory; replica:
             client_sees_its_writes_across_instances,
         );
+        $crate::__conformance_cases!($factory; observe (captured):
+            events_fire_once_after_commit,
+            no_event_for_a_stale_or_failed_change,
+            metrics_count_a_scripted_sequence,
+            no_raw_id_in_metrics_or_events,
+        );
     };
 }
 
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __conformance_cases {
+    ($factory:expr; $module:ident (captured): $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                $crate::conformance::observe::run(|capture| async move {
+                    let store = $factory.await;
+                    $crate::conformance::$module::$case(store, capture).await;
+                });
+            }
+        )*
+    };
     ($factory:expr; $module:ident: $($case:ident),* $(,)?) => {
         $(
             #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -164,6 +164,10 @@ impl<S: SessionStore> SessionStore for CountingStore<S> {
         bump(&self.other);
         self.inner.delete_expired().await
     }
+
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
 }
 
 /// A store whose every call fails at once, like a backend that refuses connections.
@@ -573,6 +577,10 @@ impl<S: SessionStore> SessionStore for FaultStore<S> {
 
     async fn delete_expired(&self) -> Result<u64, StoreError> {
         self.inner.delete_expired().await
+    }
+
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
     }
 }
 

@@ -67,7 +67,8 @@ use tower_layer::Layer;
 
 use crate::cookies::CookieConfig;
 pub use crate::cookies::CookieConfigError;
-use crate::{Expiry, SessionStore};
+use crate::meter::Meter;
+use crate::{Expiry, SessionEvents, SessionStore, StoreError};
 
 /// The cookie name used unless [`SessionLayer::cookie_name`] says otherwise.
 pub const DEFAULT_COOKIE_NAME: &str = "session";
@@ -145,6 +146,10 @@ pub(crate) struct Config {
     pub(crate) key_locks: Arc<crate::locks::KeyLocks>,
     /// Which paths write their session (see `rerun`).
     pub(crate) routes: Arc<rerun::Routes>,
+    /// The metrics' keys, with the store's backend name (see `observe`).
+    pub(crate) meter: Arc<Meter>,
+    /// The application's lifecycle hook, if it gave one.
+    pub(crate) events: Option<Arc<dyn SessionEvents>>,
 }
 
 /// The session middleware: wrap a router or service with it.
@@ -203,7 +208,6 @@ impl SessionLayer {
         Self {
             config: Arc::new(Config {
                 reads_may_lag: store.reads_may_lag(),
-                store,
                 wire_name: cookie.wire_name(),
                 cookie,
                 expiry: Expiry::default(),
@@ -215,6 +219,9 @@ impl SessionLayer {
                 max_session_size: DEFAULT_MAX_SESSION_SIZE,
                 key_locks: Arc::default(),
                 routes: Arc::default(),
+                meter: Arc::new(Meter::new(store.backend())),
+                events: None,
+                store,
             }),
         }
     }
@@ -514,6 +521,64 @@ impl SessionLayer {
     #[must_use]
     pub fn save_attempts(self, attempts: u32) -> Self {
         self.with(|c| c.save_attempts = attempts.max(1))
+    }
+
+    /// Calls `events` after each committed change of a session's life:
+    /// created, id cycled, destroyed, revoked (default: none). See
+    /// [`observe`](crate::observe) for what is guaranteed.
+    ///
+    /// ```
+    /// use session_core::{SessionEvents, SessionLayer, StoreKey};
+    /// # use session_memory::MemoryStore;
+    ///
+    /// struct Logins;
+    /// impl SessionEvents for Logins {
+    ///     fn id_cycled(&self, _old: &StoreKey, new: &StoreKey, principal: Option<&str>) {
+    ///         println!("{principal:?} logged in as {}", new.short());
+    ///     }
+    /// }
+    ///
+    /// let layer = SessionLayer::new(MemoryStore::default()).with_events(Logins);
+    /// ```
+    #[must_use]
+    pub fn with_events(self, events: impl SessionEvents) -> Self {
+        let events: Arc<dyn SessionEvents> = Arc::new(events);
+        self.with(|c| c.events = Some(events))
+    }
+
+    /// Deletes every session of `principal` ("log out everywhere", or an
+    /// administrator revoking a user) through the layer's store, under its
+    /// operation timeout, and returns how many live sessions went. Unlike a
+    /// direct [`SessionStore::delete_by_principal`], it is counted in
+    /// `session_revoked_total` and reported to the
+    /// [events hook](Self::with_events) (after the store answered).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), session_core::StoreError> {
+    /// # use session_core::SessionLayer;
+    /// # use session_memory::MemoryStore;
+    /// let layer = SessionLayer::new(MemoryStore::default());
+    /// let revoked = layer.revoke_principal("alice").await?;
+    /// assert_eq!(revoked, 0);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] if the store failed or did not answer in time (then
+    /// no event is reported; some sessions may have been deleted).
+    pub async fn revoke_principal(&self, principal: &str) -> Result<u64, StoreError> {
+        let config = &self.config;
+        let deadline = crate::commit::deadline(config);
+        let delete = config.store.delete_by_principal(principal);
+        let count =
+            crate::commit::call_unkeyed(config, "delete_by_principal", deadline, delete).await?;
+        config.meter.revoked(count);
+        if let Some(events) = &config.events {
+            events.revoked(principal, count);
+        }
+        Ok(count)
     }
 }
 

@@ -11,6 +11,7 @@ use super::rerun::{self, Spare};
 use super::{Config, ConflictPolicy, FailurePolicy};
 use crate::Session;
 use crate::commit::{CookieChange, Outcome, Stale};
+use crate::meter::Count;
 
 /// The service [`SessionLayer`](super::SessionLayer) wraps around an inner service.
 #[derive(Clone)]
@@ -156,8 +157,10 @@ where
             _ => None,
         };
         let Some((next, request)) = again else {
+            config.meter.count(Count::Refused);
             return Ok(conflict());
         };
+        config.meter.count(Count::Rerun);
         turn = Some(held);
         session = next;
         runs += 1;
