@@ -43,8 +43,8 @@
 
 pub mod faults;
 pub mod http;
-pub mod replica;
 pub mod observe;
+pub mod replica;
 pub mod serial;
 pub mod store;
 pub mod support;
