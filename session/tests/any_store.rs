@@ -2,8 +2,8 @@
 //! `AnyStore`, on every backend, each picked by a URL as an app would.
 //!
 //! Redis, Postgres and MariaDB come from REDIS_URL, REDIS_CLUSTER_NODES,
-//! REDIS_SENTINEL_URL, DATABASE_URL and MYSQL_URL, which `scripts/test` sets
-//! after starting throwaway servers.
+//! REDIS_SENTINEL_URL, DATABASE_URL (with DATABASE_REPLICAS) and MYSQL_URL,
+//! which `scripts/test` sets after starting throwaway servers.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests
 
 mod common;
@@ -16,6 +16,11 @@ mod common;
 use common::{connect, database_url, env, fresh, mysql_url};
 
 use session::AnyStore;
+#[cfg_attr(
+    not(any(feature = "redis", feature = "postgres")),
+    allow(unused_imports)
+)]
+use session_core::SessionStore as _;
 
 /// Without a backend's feature its cases are not compiled: say so instead.
 #[cfg(not(feature = "redis"))]
@@ -71,6 +76,39 @@ async fn postgres() -> AnyStore {
     connect(&database_url(&format!("schema=any_{}&pool=32", fresh()))).await
 }
 
+/// Postgres with its streaming replicas (`DATABASE_REPLICAS`) and replica
+/// reads, all from the URL, as a deployment passes them.
+#[cfg(feature = "postgres")]
+async fn postgres_replicas() -> AnyStore {
+    let options = format!(
+        "schema=any_{}&pool=32&replicas={}&read_from=replicas",
+        fresh(),
+        env("DATABASE_REPLICAS")
+    );
+    let store = connect(&database_url(&options)).await;
+    assert!(
+        store.reads_may_lag(),
+        "read_from=replicas did not reach the store"
+    );
+    store
+}
+
+/// Redis behind Sentinel with replica reads, from the URL.
+#[cfg(feature = "redis")]
+async fn redis_sentinel_replicas() -> AnyStore {
+    let url = format!(
+        "{}?durable=1&read_from=replicas&prefix=any-{}:",
+        env("REDIS_SENTINEL_URL"),
+        fresh()
+    );
+    let store = connect(&url).await;
+    assert!(
+        store.reads_may_lag(),
+        "read_from=replicas did not reach the store"
+    );
+    store
+}
+
 #[cfg(feature = "mysql")]
 async fn mysql() -> AnyStore {
     connect(&mysql_url(&format!("database=any_{}&pool=32", fresh()))).await
@@ -78,6 +116,16 @@ async fn mysql() -> AnyStore {
 
 #[cfg(feature = "postgres")]
 session_core::conformance_tests!(prefix = postgres, async { super::postgres().await });
+
+#[cfg(feature = "postgres")]
+session_core::conformance_tests!(prefix = postgres_replicas, async {
+    super::postgres_replicas().await
+});
+
+#[cfg(feature = "redis")]
+session_core::conformance_tests!(prefix = redis_sentinel_replicas, async {
+    super::redis_sentinel_replicas().await
+});
 
 #[cfg(feature = "mysql")]
 session_core::conformance_tests!(prefix = mysql, async { super::mysql().await });
