@@ -26,9 +26,11 @@ Needs `wrk` and `taskset` (Debian packages `wrk`, `util-linux`).
 """
 
 import argparse
+import glob
 import http.client
 import os
 import re
+import resource
 import secrets
 import statistics
 import subprocess
@@ -88,17 +90,60 @@ def lua(pairs):
     )
 
 
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid, children=False):
+    """CPU time (user + system) a process has used so far, in seconds; with
+    `children`, also what its exited, reaped children used (a Postgres
+    postmaster reaps its backends). 0 for a process that is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / TICK
+
+
+def store_cpu(pids):
+    """CPU seconds used so far by the store's processes: each of `pids` and,
+    for each, its live children and the reaped ones (Postgres forks a
+    backend per connection)."""
+    total = 0.0
+    for pid in pids:
+        total += cpu_seconds(pid, children=True)
+        for stat in glob.glob("/proc/[0-9]*/stat"):
+            try:
+                with open(stat) as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == pid:
+                total += cpu_seconds(int(stat.split("/")[2]))
+    return total
+
+
 def cell(binary, backend, variant, mix, o):
+    """One run of wrk against a fresh server: (requests/s, CPU microseconds
+    per request of the server, of the store's processes and of wrk)."""
     server, addr = start(binary, backend, variant, o.threads, o.server_cpu)
+    store = o.store_pids.get(backend, [])
     try:
         pairs = [] if mix == "new" else cookies(addr, o.sessions, variant)
         with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
             f.write(lua(pairs))
+        before = (cpu_seconds(server.pid), store_cpu(store),
+                  resource.getrusage(resource.RUSAGE_CHILDREN))
         out = subprocess.run(
             ["taskset", "-c", o.load_cpu, "wrk", "-t1", "-c32", f"-d{o.duration}s",
              "-s", f.name, f"http://{addr}{MIXES[mix]}"],
             capture_output=True, text=True, check=True,
         ).stdout
+        after = (cpu_seconds(server.pid), store_cpu(store),
+                 resource.getrusage(resource.RUSAGE_CHILDREN))
         os.unlink(f.name)
     finally:
         server.kill()
@@ -106,7 +151,11 @@ def cell(binary, backend, variant, mix, o):
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if bad:
         sys.exit(f"{binary} {backend} {variant} {mix}: {bad.group(1)} non-2xx answers")
-    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    done = int(re.search(r"(\d+) requests in", out).group(1))
+    waited = (after[2].ru_utime + after[2].ru_stime) - (before[2].ru_utime + before[2].ru_stime)
+    per = lambda seconds: seconds * 1e6 / done
+    return (float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+            per(after[0] - before[0]), per(after[1] - before[1]), per(waited))
 
 
 def main():
@@ -121,9 +170,19 @@ def main():
     p.add_argument("--bin", action="append", default=[], metavar="LABEL=PATH")
     p.add_argument("--server-cpu", default="1")
     p.add_argument("--load-cpu", default="0")
+    p.add_argument("--store-pid", action="append", default=[], metavar="BACKEND=PID",
+                   help="a store server process (Redis, the Postgres postmaster, mariadbd): "
+                        "pinned to the server's core, and its CPU per request reported")
     o = p.parse_args()
+    o.store_pids = {}
+    for entry in o.store_pid:
+        backend, pid = entry.split("=", 1)
+        o.store_pids.setdefault(backend, []).append(int(pid))
+        subprocess.run(["taskset", "-a", "-p", "-c", o.server_cpu, pid],
+                       check=True, stdout=subprocess.DEVNULL)
     bins = [b.split("=", 1) for b in o.bin] or [["ours", "target/release/load"]]
     results = {}
+    cpu = {}
     for r in range(o.rounds):
         for backend in o.backends.split(","):
             variants = o.variants.split(",") if o.variants else VARIANTS[backend]
@@ -132,16 +191,27 @@ def main():
                     for variant in variants:
                         if mix != "untouched" and variant == "bare":
                             continue
-                        rps = cell(binary, backend, variant, mix, o)
+                        rps, app, db, load = cell(binary, backend, variant, mix, o)
                         name = variant if len(bins) == 1 else f"{label}:{variant}"
                         results.setdefault((backend, mix), {}).setdefault(name, []).append(rps)
-                        print(f"round {r + 1} {backend} {mix} {name}: {rps:.0f}/s",
-                              file=sys.stderr, flush=True)
+                        cpu.setdefault((backend, mix), {}).setdefault(name, []).append(
+                            (app, db, load))
+                        print(f"round {r + 1} {backend} {mix} {name}: {rps:.0f}/s; CPU per "
+                              f"request: server {app:.2f} us, store {db:.2f} us, "
+                              f"wrk {load:.2f} us", file=sys.stderr, flush=True)
     print(f"\nrequests/s, median of {o.rounds} rounds (min-max); server threads: "
           f"{o.threads}; wrk -t1 -c32 -d{o.duration}s; {o.sessions} sessions\n")
     for (backend, mix), cells in results.items():
         print(f"| {backend} {mix} | " + " | ".join(
             f"{name} {statistics.median(v):.0f} ({min(v):.0f}-{max(v):.0f})"
+            for name, v in cells.items()) + " |")
+    print("\nCPU microseconds per request, medians: server + store = total (wrk's own)\n")
+    for (backend, mix), cells in cpu.items():
+        print(f"| {backend} {mix} | " + " | ".join(
+            f"{name} {statistics.median(a for a, _, _ in v):.2f} + "
+            f"{statistics.median(d for _, d, _ in v):.2f} = "
+            f"{statistics.median(a + d for a, d, _ in v):.2f} "
+            f"({statistics.median(w for _, _, w in v):.2f})"
             for name, v in cells.items()) + " |")
 
 

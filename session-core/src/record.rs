@@ -168,20 +168,48 @@ fn truncate_ms(t: OffsetDateTime) -> OffsetDateTime {
         // Already whole milliseconds (every time `now` gives).
         return t;
     }
-    let ms = t.unix_timestamp_nanos() / 1_000_000;
-    from_unix_ms(ms as i64)
+    from_unix_ms(to_unix_ms(t))
 }
 
-/// Unix milliseconds of `t`, the precision records keep (for backends that
-/// store timestamps as integers).
+/// Unix milliseconds of `t`, rounded down to the millisecond, the
+/// precision records keep (for backends that store timestamps as
+/// integers).
+///
+/// ```
+/// use session_core::record::{from_unix_ms, to_unix_ms};
+///
+/// assert_eq!(to_unix_ms(from_unix_ms(1_767_225_600_123)), 1_767_225_600_123);
+/// assert_eq!(to_unix_ms(from_unix_ms(-1)), -1);
+/// ```
 pub fn to_unix_ms(t: OffsetDateTime) -> i64 {
-    (t.unix_timestamp_nanos() / 1_000_000) as i64
+    // Seconds and the millisecond within them: i64 arithmetic only (the
+    // nanosecond route goes through i128 division, which is far slower).
+    t.unix_timestamp() * 1000 + i64::from(t.millisecond())
 }
 
 /// The instant `ms` Unix milliseconds (the epoch if out of range).
 pub fn from_unix_ms(ms: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    checked_from_unix_ms(ms).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// The instant `ms` Unix milliseconds, or `None` if no `OffsetDateTime`
+/// can hold it (for decoders, which treat that as malformed).
+///
+/// ```
+/// use session_core::record::checked_from_unix_ms;
+///
+/// let t = checked_from_unix_ms(1_767_225_600_123).unwrap();
+/// assert_eq!(t.millisecond(), 123);
+/// assert!(checked_from_unix_ms(i64::MAX).is_none());
+/// ```
+pub fn checked_from_unix_ms(ms: i64) -> Option<OffsetDateTime> {
+    // Whole seconds, then the millisecond set directly: one calendar
+    // conversion and no i128 arithmetic.
+    let millisecond = u16::try_from(ms.rem_euclid(1000)).ok()?;
+    OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .ok()?
+        .replace_millisecond(millisecond)
+        .ok()
 }
 
 /// `t + d`, saturating instead of overflowing for absurd durations.
@@ -351,6 +379,45 @@ struct Wire {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unix_ms_conversions_agree_with_the_nanosecond_route() {
+        let min = time::PrimitiveDateTime::MIN.assume_utc();
+        let max = time::PrimitiveDateTime::MAX.assume_utc();
+        let mut samples = vec![
+            0,
+            1,
+            -1,
+            999,
+            -999,
+            1000,
+            -1000,
+            -1001,
+            1_767_225_600_123,
+            -62_135_596_800_000,
+            to_unix_ms(min),
+            to_unix_ms(max),
+            i64::MAX,
+            i64::MIN,
+        ];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            samples.push((x as i64) % 400_000_000_000_000);
+        }
+        for ms in samples {
+            let slow = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok();
+            assert_eq!(checked_from_unix_ms(ms), slow, "{ms}");
+            if let Some(t) = slow {
+                assert_eq!(to_unix_ms(t), ms, "{ms}");
+                assert_eq!(from_unix_ms(ms), t);
+            } else {
+                assert_eq!(from_unix_ms(ms), OffsetDateTime::UNIX_EPOCH);
+            }
+        }
+    }
 
     #[test]
     fn encode_decode_round_trip() {

@@ -552,7 +552,7 @@ enum RowDecodeError {
 
 /// The instant `ms` Unix milliseconds, or `None` beyond `time`'s range.
 fn instant(ms: i64) -> Option<OffsetDateTime> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
+    session_core::record::checked_from_unix_ms(ms)
 }
 
 /// The record in `row`, `Ok(None)` (logged, with the key's short prefix

@@ -48,7 +48,7 @@ impl PgTimestamp {
             _ => whole,
         };
         let unix_ms = ms.checked_add(PG_EPOCH_UNIX_MS)?;
-        OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_ms) * 1_000_000).ok()
+        session_core::record::checked_from_unix_ms(unix_ms)
     }
 }
 

@@ -134,8 +134,7 @@ impl<'a> Header<'a> {
     /// take it as live.)
     fn instant(&mut self, name: &'static str) -> Result<OffsetDateTime, DecodeError> {
         let ms = self.int(name)?;
-        OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-            .map_err(|_| DecodeError::Malformed(name))
+        session_core::record::checked_from_unix_ms(ms).ok_or(DecodeError::Malformed(name))
     }
 }
 

@@ -270,7 +270,12 @@ impl RedisStore {
 
     /// The Redis key of the record under `key`: `{prefix}s:{key}`.
     pub fn record_key(&self, key: &StoreKey) -> String {
-        format!("{}s:{}", self.prefix, key.as_str())
+        // Once per store call: concatenated without the formatting machinery.
+        let mut record_key = String::with_capacity(self.prefix.len() + 2 + key.as_str().len());
+        record_key.push_str(&self.prefix);
+        record_key.push_str("s:");
+        record_key.push_str(key.as_str());
+        record_key
     }
 
     /// The Redis key of the set indexing the sessions of `principal`:

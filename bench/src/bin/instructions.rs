@@ -11,6 +11,12 @@
 //! `refuse` (ours with `ConflictPolicy::Refuse`), or any other variant of
 //! the memory backend (`tower-sessions-memory`, `tower-sessions`, `raw`,
 //! `bare`). Subtract a run with N = 0 (set-up only) and divide by N.
+//!
+//! `BACKEND:VARIANT` (say `redis:ours`, `redis:raw`, `postgres:ours`) runs
+//! the same requests against a real server (`REDIS_URL`, `DATABASE_URL`,
+//! as for `load`), one at a time: callgrind then counts the application's
+//! side of each store call (the client library and the layer), not the
+//! server's.
 
 use axum::body::Body;
 use http::Request;
@@ -31,9 +37,14 @@ fn main() -> Result<(), bench::BoxError> {
                 bench::app::ours_layer(session_memory::MemoryStore::default())
                     .conflict_policy(session_core::ConflictPolicy::Refuse),
             ),
-            Some(variant) => {
-                bench::setup::build(bench::setup::Backend::Memory, variant.parse()?).await?
-            }
+            Some(variant) => match variant.split_once(':') {
+                Some((backend, variant)) => {
+                    bench::setup::build(backend.parse()?, variant.parse()?).await?
+                }
+                None => {
+                    bench::setup::build(bench::setup::Backend::Memory, variant.parse()?).await?
+                }
+            },
         };
         let first = app
             .clone()
