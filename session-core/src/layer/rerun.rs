@@ -256,6 +256,9 @@ mod tests {
     fn repeatable_requests_are_made_again() {
         let get = Request::get("/a?b=c")
             .header("x-test", "1")
+            .header("accept", "text/html")
+            .header("x-test", "2")
+            .header("cookie", "a=1")
             .body(String::from("payload"))
             .unwrap();
         let (body, again) = spare_body(&get)
@@ -263,6 +266,7 @@ mod tests {
             .expect("a GET with a buffered body");
         assert!(again.is_some(), "a buffered body is made again and again");
         let (parts, _) = get.into_parts();
+        let original = parts.headers.clone();
         let template = Template::of(&parts);
         let session = Session::new(
             std::sync::Arc::new(crate::layer::Config::for_tests()),
@@ -273,6 +277,11 @@ mod tests {
         assert_eq!(again.method(), Method::GET);
         assert_eq!(again.uri(), "/a?b=c");
         assert_eq!(again.headers()["x-test"], "1");
+        // Every value, each name's values in their order, the names in theirs.
+        assert_eq!(*again.headers(), original);
+        let all: Vec<_> = again.headers().iter().collect();
+        let before: Vec<_> = original.iter().collect();
+        assert_eq!(all, before);
         assert_eq!(again.body(), "payload");
         assert!(again.extensions().get::<Session>().is_some());
 
