@@ -119,6 +119,15 @@ pub trait SessionEvents: Send + Sync + 'static {
     fn swept(&self, backend: &'static str, count: u64) {
         let _ = (backend, count);
     }
+
+    /// A load of the session under `key` met its record expired (the store
+    /// answered [`LoadOutcome::Expired`](crate::LoadOutcome::Expired) and
+    /// purged it): called once per such load, with the principal the record
+    /// had. Only from stores that
+    /// [`observe_expiry`](crate::SessionStore::observes_expiry).
+    fn expired(&self, key: &StoreKey, principal: Option<&str>) {
+        let _ = (key, principal);
+    }
 }
 
 impl<T: SessionEvents + ?Sized> SessionEvents for Arc<T> {
@@ -140,6 +149,10 @@ impl<T: SessionEvents + ?Sized> SessionEvents for Arc<T> {
 
     fn swept(&self, backend: &'static str, count: u64) {
         (**self).swept(backend, count);
+    }
+
+    fn expired(&self, key: &StoreKey, principal: Option<&str>) {
+        (**self).expired(key, principal);
     }
 }
 

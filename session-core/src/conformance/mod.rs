@@ -123,6 +123,8 @@ macro_rules! conformance_tests {
             no_event_for_a_stale_or_failed_change,
             metrics_count_a_scripted_sequence,
             no_raw_id_in_metrics_or_events,
+            expired_load_counted_and_reported_once,
+            replica_reads_counted,
         );
     };
 }
