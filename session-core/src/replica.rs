@@ -406,6 +406,56 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_expired_answer_weighs_as_missing() {
+        let expired = || LoadOutcome::Expired {
+            principal: Some("bob".to_owned()),
+        };
+        // With a floor the primary is asked, and its `Expired` is the answer.
+        let (answer, why) =
+            super::decide(Some(0), async { Ok(expired()) }, || async { Ok(expired()) })
+                .await
+                .expect("no error");
+        assert_eq!((answer, why), (expired(), Why::Behind));
+        // Without one the replica's answer is believed as it is.
+        let (answer, why) = super::decide(None, async { Ok(expired()) }, || async {
+            Ok(LoadOutcome::Found(at(1)))
+        })
+        .await
+        .expect("no error");
+        assert_eq!((answer, why), (expired(), Why::Replica));
+        let (answer, why) =
+            super::decide(Some(1), async { Ok(LoadOutcome::Found(at(1))) }, || async {
+                Ok(LoadOutcome::Missing)
+            })
+            .await
+            .expect("no error");
+        assert_eq!(
+            (answer.live().map(|r| r.version), why),
+            (Some(1), Why::Replica)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_replica_is_primary_and_a_lagging_one_behind() {
+        let (_, why): (Option<Record>, _) = super::decide(
+            None,
+            async { Err(StoreError::backend("replica down")) },
+            || async { Ok(None) },
+        )
+        .await
+        .expect("no error");
+        assert_eq!(why, Why::Primary);
+        let (_, why) = super::decide(Some(5), async { Ok(Some(at(4))) }, || async {
+            Ok(Some(at(5)))
+        })
+        .await
+        .expect("no error");
+        assert_eq!(why, Why::Behind);
+        assert_eq!(Why::Behind.served(), Served::Primary);
+        assert_eq!(Why::Primary.served(), Served::Primary);
+    }
+
+    #[tokio::test]
     async fn counters_count_who_answered() {
         let counters = ReadCounters::new();
         let primary = || async { Ok(Some(at(5))) };

@@ -68,6 +68,7 @@ macro_rules! conformance_tests {
         $crate::__conformance_cases!($factory; store:
             create_collision,
             expired_record_never_returned,
+            expired_record_observed_once,
             cas_conflict,
             gone_after_delete,
             delete_if_unchanged_compares_version,
