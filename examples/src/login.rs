@@ -93,6 +93,13 @@ impl SessionEvents for Audit {
             format!("logged out everywhere: {count} sessions"),
         );
     }
+
+    fn expired(&self, key: &StoreKey, principal: Option<&str>) {
+        // Only from stores that observe expiry (memory, Postgres, MySQL).
+        if let Some(user) = principal {
+            self.push(user, format!("session expired: {}", key.short()));
+        }
+    }
 }
 
 /// What the handlers share.

@@ -237,6 +237,35 @@ async fn login_issues_a_new_id_and_escapes_the_name() {
     );
 }
 
+/// A session that expired and is used again is in its user's audit log as
+/// expired (the memory store observes expiry), once, and the visitor is
+/// logged out.
+#[tokio::test]
+async fn an_expired_session_used_again_is_in_the_audit_log() {
+    let store = StoreConfig::memory().connect().await.unwrap();
+    let expiry = session::Expiry::new(
+        std::time::Duration::from_millis(300),
+        std::time::Duration::from_secs(60),
+    );
+    let app = examples::login::app(store.clone(), store.layer().secure(false).expiry(expiry));
+    let phone = log_in(&app, "ada", "phone").await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    for _ in 0..2 {
+        let home = call(&app, "GET", "/", Some(&phone), "", "phone").await;
+        assert!(home.body.contains("Not logged in"), "{}", home.body);
+    }
+    let laptop = log_in(&app, "ada", "laptop").await;
+    let page = call(&app, "GET", "/sessions", Some(&laptop), "", "laptop").await;
+    let audit = page
+        .body
+        .split("<ul id=audit>")
+        .nth(1)
+        .expect("the audit log");
+    let id = session::Id::decode(phone.split_once('=').unwrap().1).unwrap();
+    let expired = format!("session expired: {}", id.store_key().short());
+    assert_eq!(audit.matches(&expired).count(), 1, "{audit}");
+}
+
 /// The sessions page shows the user's session events as the layer reported
 /// them: logins, a logout, "log out everywhere"; none of another user's.
 #[tokio::test]

@@ -57,7 +57,7 @@ use crate::locks::KeyGuard;
 use crate::meter::Observed;
 use crate::record::now;
 use crate::session::{Loaded, Op, Reads, State, max_age};
-use crate::{DeleteOutcome, Id, Record, SaveOutcome, StoreError, StoreKey};
+use crate::{DeleteOutcome, Id, LoadOutcome, Record, SaveOutcome, StoreError, StoreKey};
 
 /// How many times a new session is created under a fresh id before giving up
 /// (a collision of 128-bit random ids does not happen; this bounds the loop).
@@ -420,16 +420,8 @@ impl Write<'_> {
     /// a replica still at `conflicted` (or before) cannot answer, the
     /// primary does, and a re-run never gets the same stale record again.
     async fn fresh(&self, conflicted: u64) -> Result<Option<Record>, StoreError> {
-        let key = &self.loaded.key;
-        let config = self.config;
-        let load = if config.reads_may_lag {
-            config
-                .store
-                .load_at_least(key, Some(conflicted.saturating_add(1)))
-        } else {
-            config.store.load(key)
-        };
-        call(config, "load", key, self.deadline, load).await
+        let floor = Some(conflicted.saturating_add(1));
+        load(self.config, &self.loaded.key, floor, self.deadline).await
     }
 
     /// `fresh` with this request's changes applied, if nothing the request
@@ -561,6 +553,35 @@ pub(crate) fn touch_due(config: &Config, record: &Record, now: OffsetDateTime) -
         .touch_interval
         .unwrap_or_else(|| (record.idle_timeout / 10).min(Duration::from_secs(60)));
     now - record.last_access >= interval
+}
+
+/// Loads the record under `key` for the layer through [`call`]:
+/// [`load_observed`](crate::SessionStore::load_observed), or
+/// [`load_observed_at_least`](crate::SessionStore::load_observed_at_least)
+/// with the client's `floor` when the store's reads may lag. An expired
+/// record the store met is `None`, and the application hears of it
+/// ([`SessionEvents::expired`](crate::SessionEvents::expired)).
+pub(crate) async fn load(
+    config: &Config,
+    key: &StoreKey,
+    floor: Option<u64>,
+    deadline: Instant,
+) -> Result<Option<Record>, StoreError> {
+    let load = if config.reads_may_lag {
+        config.store.load_observed_at_least(key, floor)
+    } else {
+        config.store.load_observed(key)
+    };
+    match call(config, "load", key, deadline, load).await? {
+        LoadOutcome::Found(record) => Ok(Some(record)),
+        LoadOutcome::Missing => Ok(None),
+        LoadOutcome::Expired { principal } => {
+            if let Some(events) = &config.events {
+                events.expired(key, principal.as_deref());
+            }
+            Ok(None)
+        }
+    }
 }
 
 /// Runs one store call under the deadline, in a span that names the call and

@@ -30,7 +30,7 @@ pub use layer::{ConflictPolicy, CookieConfigError, FailurePolicy, SessionLayer, 
 pub use observe::SessionEvents;
 pub use record::{Data, DecodeError, Expiry, Record};
 pub use session::Session;
-pub use store::{DeleteOutcome, SaveOutcome, SessionInfo, SessionStore};
+pub use store::{DeleteOutcome, LoadOutcome, SaveOutcome, SessionInfo, SessionStore};
 
 /// Re-exported so backends implement [`SessionStore`] with the same macro version.
 pub use async_trait::async_trait;

@@ -20,6 +20,7 @@ static METADATA: Metadata<'static> =
 pub(crate) enum Count {
     LoadHit,
     LoadMiss,
+    LoadExpired,
     Created,
     CreateTaken,
     Saved,
@@ -36,9 +37,10 @@ pub(crate) enum Count {
 }
 
 /// Name, `op` label (if any) and `outcome` label of each [`Count`], in order.
-const COUNTERS: [(&str, Option<&str>, &str); 15] = [
+const COUNTERS: [(&str, Option<&str>, &str); 16] = [
     ("session_loads_total", None, "hit"),
     ("session_loads_total", None, "miss"),
+    ("session_loads_total", None, "expired"),
     ("session_creates_total", None, "created"),
     ("session_creates_total", None, "taken"),
     ("session_saves_total", None, "saved"),
@@ -181,12 +183,12 @@ impl Observed for bool {
     }
 }
 
-impl Observed for Option<crate::Record> {
+impl Observed for crate::LoadOutcome {
     fn count(&self, _: &'static str) -> Option<Count> {
-        Some(if self.is_some() {
-            Count::LoadHit
-        } else {
-            Count::LoadMiss
+        Some(match self {
+            Self::Found(_) => Count::LoadHit,
+            Self::Missing => Count::LoadMiss,
+            Self::Expired { .. } => Count::LoadExpired,
         })
     }
 }

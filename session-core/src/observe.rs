@@ -18,7 +18,7 @@
 //!
 //! | name | type | labels | meaning |
 //! |------|------|--------|---------|
-//! | `session_loads_total` | counter | `backend`, `outcome` = `hit` \| `miss` | loads of the session a cookie names, and reloads after a save conflict: found live, or absent (unknown, deleted or expired: the store does not tell them apart) |
+//! | `session_loads_total` | counter | `backend`, `outcome` = `hit` \| `miss` \| `expired` | loads of the session a cookie names, and reloads after a save conflict: found live; absent (unknown, deleted, or expired where the store cannot tell: see [`observes_expiry`](crate::SessionStore::observes_expiry)); `expired`: the store met the record expired (and purged it, so the next load is a `miss`) |
 //! | `session_creates_total` | counter | `backend`, `outcome` = `created` \| `taken` | new records: a new session or the new id of `cycle_id`; `taken` when the id drawn was in use (a new one is drawn) |
 //! | `session_saves_total` | counter | `backend`, `outcome` = `saved` \| `conflict` \| `gone` | compare-and-set saves: written; a parallel commit came first (the request's changes are rebased, or it is stale); the session was deleted meanwhile (not written) |
 //! | `session_stale_total` | counter | `backend`, `outcome` = `rerun` \| `refused` | requests whose view of the session was stale: run again on the fresh session, or refused with `409` (see [`ConflictPolicy`](crate::ConflictPolicy)) |
@@ -30,6 +30,7 @@
 //! | `session_store_call_seconds` | histogram | `backend`, `op` = `create` \| `load` \| `save` \| `touch` \| `delete` \| `delete_if_unchanged` \| `delete_by_principal` | how long each store call of the layer took, whatever it answered (cut at the operation timeout) |
 //! | `session_size_bytes` | histogram | `backend` | the JSON size of a session's data at each successful create or save |
 //! | `session_swept_total` | counter | `backend` | expired records deleted by the shared sweeper of the SQL stores ([`sweeper`](crate::sweeper)) |
+//! | `session_replica_reads_total` | counter | `backend`, `outcome` = `replica` \| `behind` \| `primary` | loads of a store with replica reads ([`reads_may_lag`](crate::SessionStore::reads_may_lag)), by who answered: a replica; the primary, because the replica's answer was below the client's version floor or missing while the client had one; the primary, because the replica failed or was late or none was there to ask. Recorded by the store's [`ReadCounters`](crate::replica::ReadCounters), once per load (`replica` is its `ReadCounts::replica`, `behind` + `primary` its `ReadCounts::primary`) |
 //! | `session_memory_sessions` | gauge | none | sessions held by `session-memory`'s `MemoryStore` (approximate, like its `len`; set after each create and delete) |
 //!
 //! # Lifecycle events
@@ -41,7 +42,8 @@
 //!   the store call that made the change has answered that it did: created
 //!   after the create, id cycled after the old id was retired, destroyed
 //!   after the delete, revoked after `delete_by_principal` returned its
-//!   count, swept after a sweeper batch.
+//!   count, swept after a sweeper batch, expired after the load that met
+//!   the expired record purged it.
 //! - **Never for a write that did not happen.** A save that conflicted and
 //!   was found stale, a refused (`409`) or failed (`503`) request, an id
 //!   change rolled back, a request whose handler answered 5xx: no event.
@@ -51,12 +53,30 @@
 //!   the id, which cannot be turned into a cookie) and the principal where
 //!   the layer knows it.
 //! - **Expiry only where it is observed.** A session that expires is not an
-//!   event by itself: Redis drops it with its TTL, the memory store with its
-//!   entry. The SQL stores' sweeper reports how many expired rows it
-//!   deleted ([`SessionEvents::swept`], after
-//!   [`SweeperHandle::report_to`](crate::sweeper::SweeperHandle::report_to)).
-//!   Nothing depends on Redis keyspace notifications, so nothing is lost on
-//!   Redis Cluster (where they are per node).
+//!   event by itself, at the moment it expires. It is one when something
+//!   meets it expired:
+//!   - a load: [`SessionEvents::expired`], with the store key and the
+//!     principal the record had, once per load that met it (that load
+//!     purges it; the next one is a plain miss), from the stores that
+//!     [observe expiry](crate::SessionStore::observes_expiry);
+//!   - the SQL stores' sweeper: how many expired rows it deleted
+//!     ([`SessionEvents::swept`], after
+//!     [`SweeperHandle::report_to`](crate::sweeper::SweeperHandle::report_to)).
+//!
+//!   A session that expires and is never asked for again is only in the
+//!   sweeper's count (SQL) or in nothing (memory reclaims it silently,
+//!   Redis drops it with its TTL).
+//!
+//!   | store | expired on load | swept |
+//!   |-------|-----------------|-------|
+//!   | memory | yes | no (reclaimed as shards fill, not reported) |
+//!   | Postgres, MySQL | yes, from the primary (a replica cannot purge: it answers "missing", and with the client's version floor the primary is asked, which reports it) | yes, with a sweeper |
+//!   | Redis (standalone, Cluster, Sentinel) | never: Redis drops the record with its TTL, so a load finds nothing to tell apart from an unknown id and counts a `miss` | no |
+//!   | a custom store | only if it overrides [`load_observed`](crate::SessionStore::load_observed) | as it does |
+//!
+//!   Nothing depends on Redis keyspace notifications (which are per node on
+//!   Redis Cluster and lost on a disconnect): on Redis, expired events do
+//!   not come at all rather than come from there.
 //! - **On the request's task.** The methods are called inline, before the
 //!   response is sent: keep them short and non-blocking (push to a channel
 //!   or a bounded buffer). A panic in one is the application's bug and
@@ -119,6 +139,15 @@ pub trait SessionEvents: Send + Sync + 'static {
     fn swept(&self, backend: &'static str, count: u64) {
         let _ = (backend, count);
     }
+
+    /// A load of the session under `key` met its record expired (the store
+    /// answered [`LoadOutcome::Expired`](crate::LoadOutcome::Expired) and
+    /// purged it): called once per such load, with the principal the record
+    /// had. Only from stores that
+    /// [`observe_expiry`](crate::SessionStore::observes_expiry).
+    fn expired(&self, key: &StoreKey, principal: Option<&str>) {
+        let _ = (key, principal);
+    }
 }
 
 impl<T: SessionEvents + ?Sized> SessionEvents for Arc<T> {
@@ -141,6 +170,10 @@ impl<T: SessionEvents + ?Sized> SessionEvents for Arc<T> {
     fn swept(&self, backend: &'static str, count: u64) {
         (**self).swept(backend, count);
     }
+
+    fn expired(&self, key: &StoreKey, principal: Option<&str>) {
+        (**self).expired(key, principal);
+    }
 }
 
 /// Gives every metric in the [table](self#metrics) its help text and unit,
@@ -154,7 +187,7 @@ pub fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_counter!(
         "session_loads_total",
-        "Loads of a session named by a cookie, by outcome (hit, miss)."
+        "Loads of a session named by a cookie, by outcome (hit, miss, expired)."
     );
     describe_counter!(
         "session_creates_total",
@@ -197,6 +230,10 @@ pub fn describe() {
     describe_counter!(
         "session_swept_total",
         "Expired records deleted by the SQL stores' sweeper."
+    );
+    describe_counter!(
+        "session_replica_reads_total",
+        "Loads of a store with replica reads, by who answered (replica, behind, primary)."
     );
     describe_gauge!(
         "session_memory_sessions",

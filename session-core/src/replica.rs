@@ -58,7 +58,9 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::{Record, StoreError};
+use metrics::{Key, Label, Metadata};
+
+use crate::{LoadOutcome, Record, StoreError};
 
 /// Which server answered a load made through [`read_your_writes`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,6 +70,27 @@ pub enum Served {
     /// The primary answered: the replica's answer was below the floor,
     /// missing while the client had a floor, or the replica failed.
     Primary,
+}
+
+/// A store's answer to a load, as [`read_your_writes`] weighs it:
+/// `Option<Record>` (from [`load`](crate::SessionStore::load)) or
+/// [`LoadOutcome`] (from
+/// [`load_observed`](crate::SessionStore::load_observed)).
+pub trait LoadAnswer {
+    /// The live record answered, if any.
+    fn live(&self) -> Option<&Record>;
+}
+
+impl LoadAnswer for Option<Record> {
+    fn live(&self) -> Option<&Record> {
+        self.as_ref()
+    }
+}
+
+impl LoadAnswer for LoadOutcome {
+    fn live(&self) -> Option<&Record> {
+        self.record()
+    }
 }
 
 /// Whether a replica's answer to a load may be given to a client whose
@@ -81,40 +104,79 @@ pub fn replica_answer_suffices(floor: Option<u64>, answer: Option<&Record>) -> b
     }
 }
 
+/// Why the answer of a load through [`read_your_writes`] came from where it
+/// did: the outcomes of `session_replica_reads_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Why {
+    /// A replica's answer sufficed.
+    Replica,
+    /// The replica answered, but behind the client's floor: the primary
+    /// answered.
+    Behind,
+    /// The replica failed (or none was there to ask): the primary answered.
+    Primary,
+}
+
+impl Why {
+    fn served(self) -> Served {
+        match self {
+            Self::Replica => Served::Replica,
+            Self::Behind | Self::Primary => Served::Primary,
+        }
+    }
+}
+
+async fn decide<T, R, P, F>(
+    floor: Option<u64>,
+    replica: R,
+    primary: P,
+) -> Result<(T, Why), StoreError>
+where
+    T: LoadAnswer,
+    R: Future<Output = Result<T, StoreError>>,
+    P: FnOnce() -> F,
+    F: Future<Output = Result<T, StoreError>>,
+{
+    match replica.await {
+        Ok(answer) if replica_answer_suffices(floor, answer.live()) => Ok((answer, Why::Replica)),
+        Ok(_) => Ok((primary().await?, Why::Behind)),
+        Err(error) => {
+            tracing::debug!(
+                error = &error as &dyn std::error::Error,
+                "replica load failed; asking the primary"
+            );
+            Ok((primary().await?, Why::Primary))
+        }
+    }
+}
+
 /// Loads a record for a client whose floor is `floor`: `replica`'s answer
 /// if it [suffices](replica_answer_suffices), otherwise (or if the replica
 /// failed) the answer of `primary`, which is only called then.
 ///
 /// The primary's answer is returned as it is, even below the floor (a
 /// floor the client forged, or a record deleted meanwhile): nothing is more
-/// current than the primary.
+/// current than the primary. An answer is an `Option<Record>` or a
+/// [`LoadOutcome`]: a replica's [`Expired`](LoadOutcome::Expired) weighs
+/// like [`Missing`](LoadOutcome::Missing) (no live record), and the
+/// primary's is returned as it is.
 ///
 /// # Errors
 ///
 /// The primary's error, when the primary is asked and fails.
-pub async fn read_your_writes<R, P, F>(
+pub async fn read_your_writes<T, R, P, F>(
     floor: Option<u64>,
     replica: R,
     primary: P,
-) -> Result<(Option<Record>, Served), StoreError>
+) -> Result<(T, Served), StoreError>
 where
-    R: Future<Output = Result<Option<Record>, StoreError>>,
+    T: LoadAnswer,
+    R: Future<Output = Result<T, StoreError>>,
     P: FnOnce() -> F,
-    F: Future<Output = Result<Option<Record>, StoreError>>,
+    F: Future<Output = Result<T, StoreError>>,
 {
-    match replica.await {
-        Ok(answer) if replica_answer_suffices(floor, answer.as_ref()) => {
-            Ok((answer, Served::Replica))
-        }
-        Ok(_) => Ok((primary().await?, Served::Primary)),
-        Err(error) => {
-            tracing::debug!(
-                error = &error as &dyn std::error::Error,
-                "replica load failed; asking the primary"
-            );
-            Ok((primary().await?, Served::Primary))
-        }
-    }
+    let (answer, why) = decide(floor, replica, primary).await?;
+    Ok((answer, why.served()))
 }
 
 /// How the loads of a replicated store were answered so far.
@@ -141,27 +203,81 @@ impl ReadCounts {
     }
 }
 
+/// What the replica-read metric says of where it comes from.
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+
 /// The counters behind [`ReadCounts`], kept by a replicated store and
 /// shared by its clones.
-#[derive(Debug, Default)]
+///
+/// Each load it counts is also recorded through the [`metrics`] facade, as
+/// `session_replica_reads_total` with the store's `backend` name and an
+/// `outcome` (see the [table](crate::observe#metrics)): `replica` (a
+/// replica answered: [`ReadCounts::replica`]), `behind` (the replica's
+/// answer was below the client's floor, or missing while the client had
+/// one, and the primary answered) and `primary` (the primary answered
+/// without a replica's answer to weigh: the replica failed or was late, or
+/// none was there to ask). `behind` and `primary` together are
+/// [`ReadCounts::primary`].
+#[derive(Debug)]
 pub struct ReadCounters {
     replica: AtomicU64,
     primary: AtomicU64,
+    /// The metric's keys, by [`Why`].
+    keys: [Key; 3],
+}
+
+impl Default for ReadCounters {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl ReadCounters {
-    /// Counters at zero.
+    /// Counters at zero, whose metric is labelled `backend="custom"`
+    /// (see [`for_backend`](Self::for_backend)).
     pub fn new() -> Self {
-        Self::default()
+        Self::for_backend("custom")
     }
 
-    /// Counts one load answered by `served`.
+    /// Counters at zero for the store whose
+    /// [`backend`](crate::SessionStore::backend) name is `backend`: the
+    /// label of their metric.
+    pub fn for_backend(backend: &'static str) -> Self {
+        let key = |outcome: &'static str| {
+            Key::from_parts(
+                "session_replica_reads_total",
+                vec![
+                    Label::new("backend", backend),
+                    Label::new("outcome", outcome),
+                ],
+            )
+        };
+        Self {
+            replica: AtomicU64::new(0),
+            primary: AtomicU64::new(0),
+            keys: [key("replica"), key("behind"), key("primary")],
+        }
+    }
+
+    /// Counts one load answered by `served` (a [`Served::Primary`] counted
+    /// here is one that had no replica's answer to weigh: `primary` in the
+    /// metric).
     pub fn count(&self, served: Served) {
-        let counter = match served {
+        self.count_why(match served {
+            Served::Replica => Why::Replica,
+            Served::Primary => Why::Primary,
+        });
+    }
+
+    fn count_why(&self, why: Why) {
+        let counter = match why.served() {
             Served::Replica => &self.replica,
             Served::Primary => &self.primary,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        let key = &self.keys[why as usize];
+        metrics::with_recorder(|r| r.register_counter(key, &METADATA).increment(1));
     }
 
     /// The counts so far.
@@ -172,25 +288,26 @@ impl ReadCounters {
         }
     }
 
-    /// [`read_your_writes`], counting who answered.
+    /// [`read_your_writes`], counting who answered and why.
     ///
     /// # Errors
     ///
     /// As [`read_your_writes`].
-    pub async fn load<R, P, F>(
+    pub async fn load<T, R, P, F>(
         &self,
         floor: Option<u64>,
         replica: R,
         primary: P,
-    ) -> Result<Option<Record>, StoreError>
+    ) -> Result<T, StoreError>
     where
-        R: Future<Output = Result<Option<Record>, StoreError>>,
+        T: LoadAnswer,
+        R: Future<Output = Result<T, StoreError>>,
         P: FnOnce() -> F,
-        F: Future<Output = Result<Option<Record>, StoreError>>,
+        F: Future<Output = Result<T, StoreError>>,
     {
-        let (record, served) = read_your_writes(floor, replica, primary).await?;
-        self.count(served);
-        Ok(record)
+        let (answer, why) = decide(floor, replica, primary).await?;
+        self.count_why(why);
+        Ok(answer)
     }
 }
 
@@ -286,6 +403,56 @@ mod tests {
         })
         .await;
         assert!(result.is_err());
+    }
+
+    #[tokio::test]
+    async fn an_expired_answer_weighs_as_missing() {
+        let expired = || LoadOutcome::Expired {
+            principal: Some("bob".to_owned()),
+        };
+        // With a floor the primary is asked, and its `Expired` is the answer.
+        let (answer, why) =
+            super::decide(Some(0), async { Ok(expired()) }, || async { Ok(expired()) })
+                .await
+                .expect("no error");
+        assert_eq!((answer, why), (expired(), Why::Behind));
+        // Without one the replica's answer is believed as it is.
+        let (answer, why) = super::decide(None, async { Ok(expired()) }, || async {
+            Ok(LoadOutcome::Found(at(1)))
+        })
+        .await
+        .expect("no error");
+        assert_eq!((answer, why), (expired(), Why::Replica));
+        let (answer, why) =
+            super::decide(Some(1), async { Ok(LoadOutcome::Found(at(1))) }, || async {
+                Ok(LoadOutcome::Missing)
+            })
+            .await
+            .expect("no error");
+        assert_eq!(
+            (answer.live().map(|r| r.version), why),
+            (Some(1), Why::Replica)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_replica_is_primary_and_a_lagging_one_behind() {
+        let (_, why): (Option<Record>, _) = super::decide(
+            None,
+            async { Err(StoreError::backend("replica down")) },
+            || async { Ok(None) },
+        )
+        .await
+        .expect("no error");
+        assert_eq!(why, Why::Primary);
+        let (_, why) = super::decide(Some(5), async { Ok(Some(at(4))) }, || async {
+            Ok(Some(at(5)))
+        })
+        .await
+        .expect("no error");
+        assert_eq!(why, Why::Behind);
+        assert_eq!(Why::Behind.served(), Served::Primary);
+        assert_eq!(Why::Primary.served(), Served::Primary);
     }
 
     #[tokio::test]

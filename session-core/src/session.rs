@@ -478,12 +478,7 @@ impl Session {
         let deadline = commit::deadline(config);
         for &CookieId { id, floor } in &self.inner.cookie_ids {
             let key = id.store_key();
-            let load = if config.reads_may_lag {
-                config.store.load_at_least(&key, floor)
-            } else {
-                config.store.load(&key)
-            };
-            match commit::call(config, "load", &key, deadline, load).await {
+            match commit::load(config, &key, floor, deadline).await {
                 Ok(Some(record)) => {
                     state.loaded = Some(Loaded {
                         id,

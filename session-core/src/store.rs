@@ -33,6 +33,58 @@ pub enum DeleteOutcome {
     Gone,
 }
 
+/// What a [`SessionStore::load_observed`] met under a key.
+///
+/// [`load`](SessionStore::load) answers `Option<Record>`: a live record or
+/// none. This tells the "none" apart when the store can: no record at all,
+/// or one that had expired and that this load was the first to find (and
+/// purge). The layer counts the two apart (`session_loads_total`) and tells
+/// the application of the expired one
+/// ([`SessionEvents::expired`](crate::SessionEvents::expired)).
+#[derive(Clone, Debug, PartialEq)]
+pub enum LoadOutcome {
+    /// The live record.
+    Found(Record),
+    /// No live record: none was there, or the store cannot say that it
+    /// had expired (Redis drops a record with its TTL), or another load
+    /// already reported its expiry.
+    Missing,
+    /// No live record: an expired one was there, and this load is the one
+    /// that met it (it is purged, so the next load answers
+    /// [`Missing`](Self::Missing)).
+    Expired {
+        /// The principal the expired record had, if any.
+        principal: Option<String>,
+    },
+}
+
+impl LoadOutcome {
+    /// The live record, if one was found.
+    pub fn into_record(self) -> Option<Record> {
+        match self {
+            Self::Found(record) => Some(record),
+            Self::Missing | Self::Expired { .. } => None,
+        }
+    }
+
+    /// The live record, if one was found.
+    pub fn record(&self) -> Option<&Record> {
+        match self {
+            Self::Found(record) => Some(record),
+            Self::Missing | Self::Expired { .. } => None,
+        }
+    }
+}
+
+impl From<Option<Record>> for LoadOutcome {
+    fn from(record: Option<Record>) -> Self {
+        match record {
+            Some(record) => Self::Found(record),
+            None => Self::Missing,
+        }
+    }
+}
+
 /// One session of a principal, as listed by [`SessionStore::list_by_principal`]
 /// for "your active sessions" pages.
 #[derive(Clone, Debug, PartialEq)]
@@ -121,6 +173,56 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> Result<Option<Record>, StoreError> {
         let _ = floor;
         self.load(key).await
+    }
+
+    /// [`load`](Self::load), telling an expired record apart from a
+    /// missing one where the store can: the load the layer makes (for a
+    /// store whose reads do not lag).
+    ///
+    /// A store that [`observes_expiry`](Self::observes_expiry) answers
+    /// [`LoadOutcome::Expired`] when the record under `key` has expired and
+    /// this call is the first to meet it, and purges it in the same step, so
+    /// that two loads never both report one expiry. The default, right for
+    /// every store that cannot tell (its backend drops records by TTL),
+    /// maps [`load`](Self::load): `Some` is
+    /// [`Found`](LoadOutcome::Found), `None` is
+    /// [`Missing`](LoadOutcome::Missing).
+    async fn load_observed(&self, key: &StoreKey) -> Result<LoadOutcome, StoreError> {
+        self.load(key).await.map(LoadOutcome::from)
+    }
+
+    /// [`load_at_least`](Self::load_at_least), telling an expired record
+    /// apart from a missing one where the store can, like
+    /// [`load_observed`](Self::load_observed): the load the layer makes for
+    /// a store whose [`reads_may_lag`](Self::reads_may_lag).
+    ///
+    /// A replica cannot purge what it finds expired, so a replicated store
+    /// answers [`Missing`](LoadOutcome::Missing) from a replica; with a
+    /// floor, a missing answer is asked of the primary (see
+    /// [`replica::read_your_writes`](crate::replica::read_your_writes)),
+    /// which may answer [`Expired`](LoadOutcome::Expired).
+    ///
+    /// The default maps [`load_at_least`](Self::load_at_least) for a store
+    /// whose reads may lag, and calls
+    /// [`load_observed`](Self::load_observed) for one whose reads do not.
+    async fn load_observed_at_least(
+        &self,
+        key: &StoreKey,
+        floor: Option<u64>,
+    ) -> Result<LoadOutcome, StoreError> {
+        if self.reads_may_lag() {
+            self.load_at_least(key, floor).await.map(LoadOutcome::from)
+        } else {
+            self.load_observed(key).await
+        }
+    }
+
+    /// Whether [`load_observed`](Self::load_observed) answers
+    /// [`LoadOutcome::Expired`] for a record it finds expired (a capability
+    /// the store declares; the conformance suite holds it to it). Default
+    /// `false`: expired records are [`Missing`](LoadOutcome::Missing).
+    fn observes_expiry(&self) -> bool {
+        false
     }
 
     /// Whether [`load_at_least`](Self::load_at_least) may answer from a
@@ -246,6 +348,22 @@ impl<S: SessionStore + ?Sized> SessionStore for Arc<S> {
 
     fn reads_may_lag(&self) -> bool {
         (**self).reads_may_lag()
+    }
+
+    async fn load_observed(&self, key: &StoreKey) -> Result<LoadOutcome, StoreError> {
+        (**self).load_observed(key).await
+    }
+
+    async fn load_observed_at_least(
+        &self,
+        key: &StoreKey,
+        floor: Option<u64>,
+    ) -> Result<LoadOutcome, StoreError> {
+        (**self).load_observed_at_least(key, floor).await
+    }
+
+    fn observes_expiry(&self) -> bool {
+        (**self).observes_expiry()
     }
 
     async fn save(

@@ -10,8 +10,8 @@ use serde_json::Value;
 use session_core::record::now;
 use session_core::time::OffsetDateTime;
 use session_core::{
-    Data, DeleteOutcome, Record, SaveOutcome, SessionInfo, SessionStore, StoreError, StoreKey,
-    async_trait,
+    Data, DeleteOutcome, LoadOutcome, Record, SaveOutcome, SessionInfo, SessionStore, StoreError,
+    StoreKey, async_trait,
 };
 use tokio::sync::Notify;
 
@@ -582,6 +582,30 @@ impl MemoryStore {
         result == Applied::Removed
     }
 
+    /// Removes the record under `key` if it is expired, under the key's
+    /// lock, keeping the index in step: `Some` (with its principal) when
+    /// this call removed it. While draining it never removes (the drain
+    /// skips expired records; the target decides).
+    async fn purge_expired_key(&self, key: &StoreKey) -> Option<Option<String>> {
+        let mut purged = None;
+        self.compute(key, |entry| match entry.map(|e| &**e) {
+            _ if self.drain.target().is_some() => Op::Nop,
+            Some(record) if record.is_expired(now()) => {
+                if let Some(p) = &record.principal {
+                    self.index().remove(p, key);
+                }
+                purged = Some(record.principal.clone());
+                Op::Remove
+            }
+            _ => Op::Nop,
+        })
+        .await;
+        if purged.is_some() {
+            self.gauge_held();
+        }
+        purged
+    }
+
     /// Removes the live record under `key` from memory if `pred` holds,
     /// whatever the mode (for a session the drain's target refused), under
     /// the key's lock, keeping the index in step.
@@ -713,6 +737,34 @@ impl SessionStore for MemoryStore {
             Some(target) => target.load(key).await,
             None => Ok(None),
         }
+    }
+
+    /// As [`load`](Self::load); an expired record met under `key` is purged
+    /// under the key's lock, and the load that purged it answers
+    /// [`LoadOutcome::Expired`] (one load per expiry: the next finds none).
+    async fn load_observed(&self, key: &StoreKey) -> Result<LoadOutcome, StoreError> {
+        let now = now();
+        match self.engine.get(key) {
+            Some(record) if !record.is_expired(now) => {
+                return Ok(LoadOutcome::Found(record.record()));
+            }
+            Some(_) => {
+                if let Some(principal) = self.purge_expired_key(key).await {
+                    return Ok(LoadOutcome::Expired { principal });
+                }
+            }
+            None => {}
+        }
+        match self.drain.target() {
+            Some(target) => target.load_observed(key).await,
+            None => Ok(LoadOutcome::Missing),
+        }
+    }
+
+    /// True: the memory store holds an expired record until it purges it,
+    /// so a load can tell it apart from a missing one.
+    fn observes_expiry(&self) -> bool {
+        true
     }
 
     async fn save(

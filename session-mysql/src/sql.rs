@@ -79,6 +79,8 @@ pub(crate) struct Statements {
     pub(crate) delete_expired_key: Arc<str>,
     /// Params: key, now.
     pub(crate) load: Arc<str>,
+    /// The row under a key, live or expired, with its `expires_at_ms`.
+    pub(crate) load_observed: Arc<str>,
     /// Params: the record's as for `create` but the key, then key,
     /// expected version, now.
     pub(crate) save: Arc<str>,
@@ -143,6 +145,11 @@ impl Statements {
         let delete_expired_key =
             format!("DELETE FROM {t} WHERE store_key = ? AND expires_at_ms + 0 <= ?");
         let load = format!("SELECT {columns} FROM {t} WHERE {live}");
+        // The same one row by primary key, live or not: the store compares
+        // its expiry with the `now` it would have bound. An expired row then
+        // costs one `delete_expired_key`, which only one of several loads
+        // that met it wins (the expiry re-checked on the row it locked).
+        let load_observed = format!("SELECT {columns}, expires_at_ms FROM {t} WHERE store_key = ?");
         // One row by primary key, one row lock: the statement waits for a
         // parallel writer of the row and then re-checks its WHERE on the row
         // that writer left (an UPDATE reads the latest committed version),
@@ -192,6 +199,7 @@ impl Statements {
             create: create.into(),
             delete_expired_key: delete_expired_key.into(),
             load: load.into(),
+            load_observed: load_observed.into(),
             save: save.into(),
             live_version: live_version.into(),
             touch: touch.into(),

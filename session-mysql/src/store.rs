@@ -6,8 +6,8 @@ use std::time::Duration;
 use session_core::record::{now, to_unix_ms};
 use session_core::time::OffsetDateTime;
 use session_core::{
-    Data, DeleteOutcome, Record, SaveOutcome, SessionInfo, SessionStore, StoreError, StoreKey,
-    async_trait,
+    Data, DeleteOutcome, LoadOutcome, Record, SaveOutcome, SessionInfo, SessionStore, StoreError,
+    StoreKey, async_trait,
 };
 use sha2::{Digest as _, Sha256};
 use sqlx::mysql::{MySqlDatabaseError, MySqlPool, MySqlPoolOptions, MySqlRow};
@@ -653,6 +653,47 @@ impl SessionStore for MySqlStore {
             None => Ok(None),
             Some(row) => decode_row(key, &row).map_err(|e| self.backend(e)),
         }
+    }
+
+    /// One `SELECT` of the row by key, live or not; only for an expired
+    /// row a `DELETE` of it (still expired), and the load whose `DELETE`
+    /// removed it answers `Expired`.
+    async fn load_observed(&self, key: &StoreKey) -> Result<LoadOutcome, StoreError> {
+        let now = to_unix_ms(now());
+        let row = self
+            .run(Retry::Safe, || {
+                sqlx::query(AssertSqlSafe(self.sql.load_observed.clone()))
+                    .bind(key.as_str())
+                    .fetch_optional(&self.pool)
+            })
+            .await?;
+        let Some(row) = row else {
+            return Ok(LoadOutcome::Missing);
+        };
+        let expires_at_ms: i64 = row.try_get("expires_at_ms").map_err(|e| self.backend(e))?;
+        if expires_at_ms > now {
+            let record = decode_row(key, &row).map_err(|e| self.backend(e))?;
+            return Ok(record.map_or(LoadOutcome::Missing, LoadOutcome::Found));
+        }
+        let principal: Option<String> = row.try_get("principal").map_err(|e| self.backend(e))?;
+        let purged = self
+            .run(Retry::Safe, || {
+                sqlx::query(AssertSqlSafe(self.sql.delete_expired_key.clone()))
+                    .bind(key.as_str())
+                    .bind(now)
+                    .execute(&self.pool)
+            })
+            .await?;
+        Ok(if purged.rows_affected() == 1 {
+            LoadOutcome::Expired { principal }
+        } else {
+            LoadOutcome::Missing
+        })
+    }
+
+    /// True: an expired row stays until it is met or swept.
+    fn observes_expiry(&self) -> bool {
+        true
     }
 
     async fn save(

@@ -86,6 +86,10 @@ pub(crate) struct Statements {
     pub(crate) qualified: String,
     pub(crate) create: Arc<str>,
     pub(crate) load: Arc<str>,
+    /// The row under a key, live or expired, and which (`live`).
+    pub(crate) load_observed: Arc<str>,
+    /// Deletes the expired row a load met (of the version it read).
+    pub(crate) purge_expired_key: Arc<str>,
     pub(crate) save: Arc<str>,
     /// The live version of a row: only run after a save updated nothing.
     pub(crate) live_version: Arc<str>,
@@ -134,6 +138,14 @@ impl Statements {
         );
         let live = "key = $1 AND expires_at > now()";
         let load = format!("SELECT {columns} FROM {t} WHERE {live}");
+        // The same one row by key, its expiry decided in the same statement:
+        // an expired row costs the load nothing more until it is met, and
+        // then one DELETE, which only one of several loads that met it wins
+        // (the version and the expiry re-checked on the row it locked).
+        let load_observed =
+            format!("SELECT {columns}, expires_at > now() AS live FROM {t} WHERE key = $1");
+        let purge_expired_key =
+            format!("DELETE FROM {t} WHERE key = $1 AND version = $2 AND expires_at <= now()");
         // The common case, Saved, is this one plain UPDATE. It skips a row
         // whose version already differs in its snapshot without waiting for
         // the row lock, so under many parallel saves only those that can
@@ -202,6 +214,8 @@ impl Statements {
             qualified: t,
             create: create.into(),
             load: load.into(),
+            load_observed: load_observed.into(),
+            purge_expired_key: purge_expired_key.into(),
             save: save.into(),
             live_version: live_version.into(),
             touch: touch.into(),

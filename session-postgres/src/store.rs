@@ -7,8 +7,8 @@ use session_core::record::now;
 use session_core::replica::{ReadCounts, Served};
 use session_core::time::OffsetDateTime;
 use session_core::{
-    Data, DeleteOutcome, Record, SaveOutcome, SessionInfo, SessionStore, StoreError, StoreKey,
-    async_trait,
+    Data, DeleteOutcome, LoadOutcome, Record, SaveOutcome, SessionInfo, SessionStore, StoreError,
+    StoreKey, async_trait,
 };
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::types::PgInterval;
@@ -806,6 +806,82 @@ impl SessionStore for PostgresStore {
             None => Ok(None),
             Some(row) => decode_row(key, &row).map_err(|e| self.backend(e)),
         }
+    }
+
+    /// One `SELECT` of the row by key, which says whether it is live; only
+    /// for an expired row a `DELETE` of it (of the version read, still
+    /// expired), and the load whose `DELETE` removed it answers `Expired`.
+    async fn load_observed(&self, key: &StoreKey) -> Result<LoadOutcome, StoreError> {
+        let row = self
+            .run(|mut conn| async move {
+                let result = sqlx::query(AssertSqlSafe(self.sql.load_observed.clone()))
+                    .bind(key.as_str())
+                    .fetch_optional(&mut *conn)
+                    .await;
+                (conn, result)
+            })
+            .await?;
+        let Some(row) = row else {
+            return Ok(LoadOutcome::Missing);
+        };
+        let live: bool = row.try_get("live").map_err(|e| self.backend(e))?;
+        if live {
+            let record = decode_row(key, &row).map_err(|e| self.backend(e))?;
+            return Ok(record.map_or(LoadOutcome::Missing, LoadOutcome::Found));
+        }
+        let version: i64 = row.try_get("version").map_err(|e| self.backend(e))?;
+        let principal: Option<String> = row.try_get("principal").map_err(|e| self.backend(e))?;
+        let purged = self
+            .run(|mut conn| async move {
+                let result = sqlx::query(AssertSqlSafe(self.sql.purge_expired_key.clone()))
+                    .bind(key.as_str())
+                    .bind(version)
+                    .execute(&mut *conn)
+                    .await;
+                (conn, result)
+            })
+            .await?;
+        Ok(if purged.rows_affected() == 1 {
+            LoadOutcome::Expired { principal }
+        } else {
+            LoadOutcome::Missing
+        })
+    }
+
+    /// As [`load_at_least`](Self::load_at_least); a replica's load is the
+    /// plain one (a replica cannot purge, so it never answers `Expired`),
+    /// the primary's is [`load_observed`](Self::load_observed).
+    async fn load_observed_at_least(
+        &self,
+        key: &StoreKey,
+        floor: Option<u64>,
+    ) -> Result<LoadOutcome, StoreError> {
+        let topology = &self.topology;
+        if !topology.reads_may_lag() {
+            return self.load_observed(key).await;
+        }
+        match topology.replica() {
+            Some(node) => {
+                let replica = async {
+                    let record = self.load_from_replica(node, key).await?;
+                    Ok(LoadOutcome::from(record))
+                };
+                topology
+                    .reads
+                    .load(floor, replica, || self.load_observed(key))
+                    .await
+            }
+            None => {
+                let outcome = self.load_observed(key).await?;
+                topology.reads.count(Served::Primary);
+                Ok(outcome)
+            }
+        }
+    }
+
+    /// True: an expired row stays until it is met or swept.
+    fn observes_expiry(&self) -> bool {
+        true
     }
 
     async fn load_at_least(

@@ -141,7 +141,7 @@ impl Topology {
             replicas: replicas.into_iter().map(Node::new).collect(),
             next_replica: AtomicUsize::new(0),
             read_from_replicas,
-            reads: ReadCounters::new(),
+            reads: ReadCounters::for_backend("postgres"),
         }
     }
 

@@ -160,6 +160,7 @@ impl RedisStore {
     }
 
     pub(crate) fn with_pool(pool: Pool) -> Self {
+        let reads = ReadCounters::for_backend(mode_name(&pool));
         Self {
             connections: Arc::new(Connections::new(pool, DEFAULT_SHARED_CONNECTIONS)),
             prefix: Arc::from(DEFAULT_KEY_PREFIX),
@@ -169,7 +170,7 @@ impl RedisStore {
             },
             failover_retry: crate::DEFAULT_FAILOVER_RETRY,
             replicas: None,
-            reads: Arc::new(ReadCounters::new()),
+            reads: Arc::new(reads),
         }
     }
 
@@ -948,13 +949,17 @@ impl SessionStore for RedisStore {
     /// `"redis"`, `"redis+cluster"` or `"redis+sentinel"`, as the store
     /// was built (the names of `StoreConfig`'s URL schemes).
     fn backend(&self) -> &'static str {
-        let pool = self.connections.pool();
-        if pool.is_cluster() {
-            "redis+cluster"
-        } else if pool.is_sentinel() {
-            "redis+sentinel"
-        } else {
-            "redis"
-        }
+        mode_name(self.connections.pool())
+    }
+}
+
+/// The backend name of a store on `pool`: it says the mode.
+fn mode_name(pool: &Pool) -> &'static str {
+    if pool.is_cluster() {
+        "redis+cluster"
+    } else if pool.is_sentinel() {
+        "redis+sentinel"
+    } else {
+        "redis"
     }
 }

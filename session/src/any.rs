@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use session_core::time::OffsetDateTime;
 use session_core::{
-    BoxError, DeleteOutcome, Record, SaveOutcome, SessionInfo, SessionLayer, SessionStore,
-    StoreError, StoreKey, async_trait,
+    BoxError, DeleteOutcome, LoadOutcome, Record, SaveOutcome, SessionInfo, SessionLayer,
+    SessionStore, StoreError, StoreKey, async_trait,
 };
 
 use crate::{Backend, ConfigError, StoreConfig};
@@ -418,6 +418,22 @@ impl SessionStore for AnyStore {
         floor: Option<u64>,
     ) -> Result<Option<Record>, StoreError> {
         self.inner.load_at_least(key, floor).await
+    }
+
+    async fn load_observed(&self, key: &StoreKey) -> Result<LoadOutcome, StoreError> {
+        self.inner.load_observed(key).await
+    }
+
+    async fn load_observed_at_least(
+        &self,
+        key: &StoreKey,
+        floor: Option<u64>,
+    ) -> Result<LoadOutcome, StoreError> {
+        self.inner.load_observed_at_least(key, floor).await
+    }
+
+    fn observes_expiry(&self) -> bool {
+        self.inner.observes_expiry()
     }
 
     fn reads_may_lag(&self) -> bool {

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use session_core::time::OffsetDateTime;
 use session_core::{
-    DeleteOutcome, Record, SaveOutcome, SessionInfo, SessionStore, StoreError, StoreKey,
-    async_trait,
+    DeleteOutcome, LoadOutcome, Record, SaveOutcome, SessionInfo, SessionStore, StoreError,
+    StoreKey, async_trait,
 };
 
 /// Serves sessions from two stores while they move from `old` to `new`,
@@ -40,6 +40,10 @@ use session_core::{
 /// and writes; going to step 3 early loses the sessions still in `old`.
 ///
 /// - `load`: `old`, else `new`; a session found in `old` is moved (when moving).
+///   `load_observed` likewise, an expiry met in `old` reported unless `new`
+///   holds the session live; it
+///   [observes expiry](SessionStore::observes_expiry) as the store it
+///   creates in does (`new` when moving, `old` when not).
 /// - `create`: only if neither store holds a live record under the key; in
 ///   `new` when moving, in `old` when not.
 /// - `save`, `touch`, `delete_if_unchanged`: `old`, and `new` if `old` does
@@ -190,6 +194,29 @@ impl<Old: SessionStore, New: SessionStore> Stores<Old, New> {
 }
 
 impl<Old: SessionStore, New: SessionStore> MigratingStore<Old, New> {
+    /// The observed load's answer, from what `old` answered and (only
+    /// asked when `old` holds no live record) `in_new`, as `load` decides.
+    async fn observed(
+        &self,
+        key: &StoreKey,
+        in_old: LoadOutcome,
+        in_new: impl std::future::Future<Output = Result<LoadOutcome, StoreError>>,
+    ) -> Result<LoadOutcome, StoreError> {
+        match in_old {
+            LoadOutcome::Found(record) if self.moving => {
+                self.move_to_new(key, record).await.map(LoadOutcome::from)
+            }
+            found @ LoadOutcome::Found(_) => Ok(found),
+            LoadOutcome::Missing => in_new.await,
+            // A copy in `new` (a move cut short before it deleted from
+            // `old`) is still the session.
+            expired @ LoadOutcome::Expired { .. } => match in_new.await? {
+                found @ LoadOutcome::Found(_) => Ok(found),
+                LoadOutcome::Missing | LoadOutcome::Expired { .. } => Ok(expired),
+            },
+        }
+    }
+
     /// [`Stores::move_to_new`] in its own task when a runtime is at hand,
     /// so that a caller giving up cannot stop it between its steps.
     async fn move_to_new(
@@ -256,6 +283,32 @@ impl<Old: SessionStore, New: SessionStore> SessionStore for MigratingStore<Old, 
 
     fn reads_may_lag(&self) -> bool {
         self.stores.old.reads_may_lag() || self.stores.new.reads_may_lag()
+    }
+
+    async fn load_observed(&self, key: &StoreKey) -> Result<LoadOutcome, StoreError> {
+        let Stores { old, new } = &*self.stores;
+        let in_old = old.load_observed(key).await?;
+        self.observed(key, in_old, new.load_observed(key)).await
+    }
+
+    async fn load_observed_at_least(
+        &self,
+        key: &StoreKey,
+        floor: Option<u64>,
+    ) -> Result<LoadOutcome, StoreError> {
+        let Stores { old, new } = &*self.stores;
+        let in_old = old.load_observed_at_least(key, floor).await?;
+        self.observed(key, in_old, new.load_observed_at_least(key, floor))
+            .await
+    }
+
+    fn observes_expiry(&self) -> bool {
+        let Stores { old, new } = &*self.stores;
+        if self.moving {
+            new.observes_expiry()
+        } else {
+            old.observes_expiry()
+        }
     }
 
     async fn save(

@@ -68,6 +68,7 @@ macro_rules! conformance_tests {
         $crate::__conformance_cases!($factory; store:
             create_collision,
             expired_record_never_returned,
+            expired_record_observed_once,
             cas_conflict,
             gone_after_delete,
             delete_if_unchanged_compares_version,
@@ -123,6 +124,8 @@ macro_rules! conformance_tests {
             no_event_for_a_stale_or_failed_change,
             metrics_count_a_scripted_sequence,
             no_raw_id_in_metrics_or_events,
+            expired_load_counted_and_reported_once,
+            replica_reads_counted,
         );
     };
 }

@@ -219,6 +219,7 @@ enum Event {
     IdCycled(String, String, Option<String>),
     Destroyed(String, Option<String>),
     Revoked(String, u64),
+    Expired(String, Option<String>),
 }
 
 /// The shared, ordered log of store answers and events.
@@ -265,6 +266,10 @@ impl Journal {
                 }
                 Event::Destroyed(key, _) => before.contains(&Seen::Deleted(key.clone())),
                 Event::Revoked(_, n) => before.contains(&Seen::DeletedByPrincipal(*n)),
+                // Not a change the layer made: the store's answer to a
+                // load, which `expired_load_counted_and_reported_once`
+                // checks on its own.
+                Event::Expired(..) => true,
             };
             assert!(
                 confirmed,
@@ -299,6 +304,13 @@ impl SessionEvents for Journal {
 
     fn revoked(&self, principal: &str, count: u64) {
         self.push(Seen::Event(Event::Revoked(principal.to_owned(), count)));
+    }
+
+    fn expired(&self, key: &StoreKey, principal: Option<&str>) {
+        self.push(Seen::Event(Event::Expired(
+            key.as_str().to_owned(),
+            principal.map(str::to_owned),
+        )));
     }
 }
 
@@ -759,6 +771,143 @@ pub async fn no_raw_id_in_metrics_or_events<S: SessionStore>(store: S, capture: 
                 .any(|e| format!("{e:?}").contains(key.as_str())),
             "no event names the store key of a session: {events:?}"
         );
+    }
+}
+
+/// A logged-in session (principal `ada`, idle timeout 300 ms) left to
+/// expire, then loaded twice. On a store that
+/// [observes expiry](SessionStore::observes_expiry) the first load counts
+/// `session_loads_total{outcome="expired"}` and fires
+/// [`expired`](SessionEvents::expired) once, with the session's store key
+/// and principal, and the second counts `miss`; on one that does not (Redis
+/// drops the record with its TTL) both count `miss` and no event fires.
+/// Either way the visitor gets a fresh, empty session, and no raw id is in
+/// any metric or event.
+pub async fn expired_load_counted_and_reported_once<S: SessionStore>(
+    store: S,
+    capture: Arc<Capture>,
+) {
+    let observes = store.observes_expiry();
+    let backend = store.backend();
+    let journal = Journal::default();
+    let expiry = crate::Expiry::new(
+        std::time::Duration::from_millis(300),
+        std::time::Duration::from_secs(60),
+    );
+    let layer = SessionLayer::new(store)
+        .expiry(expiry)
+        .with_events(journal.clone());
+    let app = app(layer);
+    let first = cookie(&send(&app, "/incr", None).await);
+    // The cookie as the browser keeps it (with its floor, on a store whose
+    // reads may lag).
+    let login = cookie(&with(&app, "/login", &first).await);
+    let key = key_of(&login);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+
+    let loads = |outcome: &str| {
+        capture.counter(
+            "session_loads_total",
+            &[("backend", backend), ("outcome", outcome)],
+        )
+    };
+    let expired_events = || -> Vec<Event> {
+        journal
+            .events()
+            .into_iter()
+            .filter(|e| matches!(e, Event::Expired(..)))
+            .collect()
+    };
+    let misses = loads("miss");
+    assert_eq!(loads("expired"), 0);
+    let reply = with(&app, "/read", &login).await;
+    assert!(
+        reply.is_success_with("0"),
+        "{} {}",
+        reply.status,
+        reply.body
+    );
+    if observes {
+        assert_eq!(loads("expired"), 1, "the load that met the expired record");
+        assert_eq!(loads("miss"), misses);
+        assert_eq!(
+            expired_events(),
+            [Event::Expired(key.clone(), Some("ada".to_owned()))]
+        );
+    } else {
+        assert_eq!(loads("expired"), 0);
+        assert_eq!(loads("miss"), misses + 1);
+        assert_eq!(expired_events(), []);
+    }
+
+    let again = with(&app, "/read", &login).await;
+    assert!(
+        again.is_success_with("0"),
+        "{} {}",
+        again.status,
+        again.body
+    );
+    assert_eq!(loads("expired"), u64::from(observes), "once per expiry");
+    assert_eq!(loads("miss"), misses + 1 + u64::from(!observes));
+    assert_eq!(expired_events().len(), usize::from(observes), "once");
+
+    let texts: Vec<String> = capture
+        .rendered()
+        .into_iter()
+        .chain(journal.events().iter().map(|e| format!("{e:?}")))
+        .collect();
+    for pair in [&first, &login] {
+        let id = id_of(pair).encode();
+        for text in &texts {
+            assert!(!text.contains(id.as_str()), "a raw id in {text}");
+        }
+    }
+}
+
+/// Loads through a store whose [reads may lag](SessionStore::reads_may_lag)
+/// are counted in `session_replica_reads_total`, one per load, under the
+/// store's backend name: `replica` once a replica has caught up with the
+/// client's writes, `behind` or `primary` when the primary answered. A
+/// store whose reads never lag has no such series.
+pub async fn replica_reads_counted<S: SessionStore>(store: S, capture: Arc<Capture>) {
+    let lags = store.reads_may_lag();
+    let backend = store.backend();
+    let layer = SessionLayer::new(store);
+    let app = app(layer);
+    let session = cookie(&send(&app, "/incr", None).await);
+    let reads = |outcome: &str| {
+        capture.counter(
+            "session_replica_reads_total",
+            &[("backend", backend), ("outcome", outcome)],
+        )
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut loads = 0;
+    loop {
+        let reply = with(&app, "/read", &session).await;
+        assert!(
+            reply.is_success_with("1"),
+            "{} {}",
+            reply.status,
+            reply.body
+        );
+        loads += 1;
+        if !lags || reads("replica") > 0 || tokio::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let total = capture.counter("session_replica_reads_total", &[]);
+    if lags {
+        assert!(reads("replica") > 0, "no load served by a replica in 10 s");
+        assert_eq!(
+            reads("replica") + reads("behind") + reads("primary"),
+            loads,
+            "one count per load"
+        );
+        assert_eq!(total, loads, "every series under backend={backend}");
+    } else {
+        assert_eq!(total, 0, "replica reads counted on a store without lag");
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::record::now;
-use crate::{DeleteOutcome, Expiry, Id, Record, SaveOutcome, SessionStore, StoreKey};
+use crate::{DeleteOutcome, Expiry, Id, LoadOutcome, Record, SaveOutcome, SessionStore, StoreKey};
 
 /// A fresh, random store key.
 pub fn new_key() -> StoreKey {
@@ -88,6 +88,67 @@ pub async fn expired_record_never_returned<S: SessionStore>(store: S) {
         store.load(&key).await.expect("load"),
         None,
         "expired while stored"
+    );
+    assert!(
+        store.create(&key, &new_record()).await.expect("create"),
+        "an expired record does not block a create"
+    );
+}
+
+/// `load_observed` says what `load` says, and tells an expired record apart
+/// only where the store declares it can
+/// ([`observes_expiry`](SessionStore::observes_expiry)): a live record is
+/// `Found` as `load` returns it, a key never written is `Missing`, and of
+/// eight parallel loads of a record (principal `bob`) that expired while
+/// stored exactly one answers `Expired` with its principal on such a store
+/// (none on another), every other one and every later one `Missing`. The
+/// key can be created again.
+pub async fn expired_record_observed_once<S: SessionStore>(store: S) {
+    const LOADERS: usize = 8;
+    let observes = store.observes_expiry();
+    let store = Arc::new(store);
+    assert_eq!(
+        store.load_observed(&new_key()).await.expect("load"),
+        LoadOutcome::Missing,
+        "never written"
+    );
+    let key = new_key();
+    let mut short = record_expiring_in(Duration::from_millis(300));
+    short.principal = Some("bob".to_owned());
+    assert!(store.create(&key, &short).await.expect("create"));
+    let live = store.load(&key).await.expect("load").expect("live");
+    assert_eq!(
+        store.load_observed(&key).await.expect("load"),
+        LoadOutcome::Found(live),
+        "live before its deadline"
+    );
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let loads: Vec<_> = (0..LOADERS)
+        .map(|_| {
+            let (store, key) = (store.clone(), key.clone());
+            tokio::spawn(async move { store.load_observed(&key).await.expect("load") })
+        })
+        .collect();
+    let mut expired = 0;
+    for load in loads {
+        match load.await.expect("load task") {
+            LoadOutcome::Expired { principal } => {
+                assert_eq!(principal.as_deref(), Some("bob"));
+                expired += 1;
+            }
+            LoadOutcome::Missing => {}
+            LoadOutcome::Found(record) => panic!("an expired record was found: {record:?}"),
+        }
+    }
+    assert_eq!(
+        expired,
+        usize::from(observes),
+        "loads that reported the expiry (observes_expiry: {observes})"
+    );
+    assert_eq!(
+        store.load_observed(&key).await.expect("load"),
+        LoadOutcome::Missing,
+        "reported once"
     );
     assert!(
         store.create(&key, &new_record()).await.expect("create"),

@@ -10,7 +10,10 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
-use crate::{DeleteOutcome, Record, SaveOutcome, SessionInfo, SessionStore, StoreError, StoreKey};
+use crate::{
+    DeleteOutcome, LoadOutcome, Record, SaveOutcome, SessionInfo, SessionStore, StoreError,
+    StoreKey,
+};
 
 /// Calls made to a [`CountingStore`], per method.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -110,6 +113,24 @@ impl<S: SessionStore> SessionStore for CountingStore<S> {
     ) -> Result<Option<Record>, StoreError> {
         bump(&self.load);
         self.inner.load_at_least(key, floor).await
+    }
+
+    async fn load_observed(&self, key: &StoreKey) -> Result<LoadOutcome, StoreError> {
+        bump(&self.load);
+        self.inner.load_observed(key).await
+    }
+
+    async fn load_observed_at_least(
+        &self,
+        key: &StoreKey,
+        floor: Option<u64>,
+    ) -> Result<LoadOutcome, StoreError> {
+        bump(&self.load);
+        self.inner.load_observed_at_least(key, floor).await
+    }
+
+    fn observes_expiry(&self) -> bool {
+        self.inner.observes_expiry()
     }
 
     fn reads_may_lag(&self) -> bool {
@@ -526,6 +547,24 @@ impl<S: SessionStore> SessionStore for FaultStore<S> {
         self.around(Call::Load, key, load).await
     }
 
+    async fn load_observed(&self, key: &StoreKey) -> Result<LoadOutcome, StoreError> {
+        self.around(Call::Load, key, self.inner.load_observed(key))
+            .await
+    }
+
+    async fn load_observed_at_least(
+        &self,
+        key: &StoreKey,
+        floor: Option<u64>,
+    ) -> Result<LoadOutcome, StoreError> {
+        let load = self.inner.load_observed_at_least(key, floor);
+        self.around(Call::Load, key, load).await
+    }
+
+    fn observes_expiry(&self) -> bool {
+        self.inner.observes_expiry()
+    }
+
     fn reads_may_lag(&self) -> bool {
         self.inner.reads_may_lag()
     }
@@ -713,6 +752,28 @@ impl<S: SessionStore> SessionStore for LaggingStore<S> {
         self.reads
             .load(floor, self.replica_load(key), || self.primary.load(key))
             .await
+    }
+
+    async fn load_observed(&self, key: &StoreKey) -> Result<LoadOutcome, StoreError> {
+        self.primary.load_observed(key).await
+    }
+
+    /// The replica cannot purge what it finds expired: it answers
+    /// `Missing`, and the primary (asked when the client has a floor) may
+    /// answer `Expired`.
+    async fn load_observed_at_least(
+        &self,
+        key: &StoreKey,
+        floor: Option<u64>,
+    ) -> Result<LoadOutcome, StoreError> {
+        let replica = async { self.replica_load(key).await.map(LoadOutcome::from) };
+        self.reads
+            .load(floor, replica, || self.primary.load_observed(key))
+            .await
+    }
+
+    fn observes_expiry(&self) -> bool {
+        self.primary.observes_expiry()
     }
 
     fn reads_may_lag(&self) -> bool {
