@@ -17,12 +17,15 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use common::OwnSentinels;
+use futures_util::FutureExt as _;
 use session_core::conformance::faults::{self, Durability, Plan, Report};
+use session_core::{SessionStore, StoreKey};
 use session_redis::{RedisStore, redis};
 
 /// When the fault hits: after 2 s of steady load.
@@ -45,6 +48,149 @@ fn app(group: &OwnSentinels, durable: u32) -> Router {
     faults::app(store)
 }
 
+/// What one replica held the moment the primary died, and what the
+/// sentinels had last read of it: the offsets a failover compares.
+#[derive(Debug)]
+struct AtKill {
+    port: u16,
+    /// `slave_repl_offset` of its `INFO replication`, read right after the kill.
+    offset: Option<u64>,
+    /// Per sentinel: the `slave-repl-offset` it last read from the replica,
+    /// and how long before the kill it read it (`info-refresh`, ms).
+    seen_by_sentinels: Vec<(Option<u64>, Option<u64>)>,
+    /// Each session's count on the replica, by record key.
+    counts: HashMap<String, u64>,
+}
+
+/// `name:value` of an `INFO` answer, as a number.
+fn info_number(info: &str, name: &str) -> Option<u64> {
+    info.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Each session's count in the store on `port` (any server of the group,
+/// a replica too), by record key.
+async fn counts_on(port: u16) -> HashMap<String, u64> {
+    let keys: Vec<String> =
+        common::sentinel_query(port, redis::cmd("KEYS").arg("faults:s:*")).unwrap_or_default();
+    let store = RedisStore::from_url(format!("redis://127.0.0.1:{port}"))
+        .unwrap()
+        .key_prefix("faults:");
+    let mut counts = HashMap::new();
+    for record_key in keys {
+        let Some(key) = record_key
+            .strip_prefix("faults:s:")
+            .and_then(StoreKey::parse)
+        else {
+            continue;
+        };
+        if let Ok(Some(record)) = store.load(&key).await
+            && let Some(n) = record.data.get("n").and_then(serde_json::Value::as_u64)
+        {
+            counts.insert(record_key, n);
+        }
+    }
+    counts
+}
+
+/// Both replicas as they are right after the kill (they get nothing more
+/// until a failover), and as the sentinels last saw them.
+async fn at_kill(group: &OwnSentinels) -> Vec<AtKill> {
+    let sentinels = group.sentinel_ports();
+    let mut replicas = Vec::new();
+    for replica in &group.replicas {
+        let port = replica.port();
+        let offset = common::sentinel_query::<String>(port, redis::cmd("INFO").arg("replication"))
+            .and_then(|info| info_number(&info, "slave_repl_offset"));
+        let seen_by_sentinels = sentinels
+            .iter()
+            .map(|&sentinel| {
+                let listed: Vec<HashMap<String, String>> = common::sentinel_query(
+                    sentinel,
+                    redis::cmd("SENTINEL")
+                        .arg("REPLICAS")
+                        .arg(OwnSentinels::MASTER),
+                )
+                .unwrap_or_default();
+                let mine = listed
+                    .iter()
+                    .find(|r| r.get("port").and_then(|p| p.parse().ok()) == Some(port));
+                let number = |name: &str| mine.and_then(|r| r.get(name)?.parse().ok());
+                (number("slave-repl-offset"), number("info-refresh"))
+            })
+            .collect();
+        replicas.push(AtKill {
+            port,
+            offset,
+            seen_by_sentinels,
+            counts: HashMap::new(),
+        });
+    }
+    for replica in &mut replicas {
+        replica.counts = counts_on(replica.port).await;
+    }
+    replicas
+}
+
+/// Prints what the failover did with the replicas' copies: which replica
+/// was promoted against the offsets at the kill, and, for the sessions
+/// whose count went back, whether the other replica had confirmed the
+/// increments the promoted one lacked. Counts only, no session ids.
+async fn explain_loss(
+    name: &str,
+    group: &OwnSentinels,
+    replicas: &[AtKill],
+    new: u16,
+    lost: Option<u64>,
+) {
+    let finals = counts_on(new).await;
+    let Some(promoted) = replicas.iter().find(|r| r.port == new) else {
+        println!("{name}: EXPLAIN the sentinels promoted port {new}, not a first replica");
+        return;
+    };
+    let other = replicas.iter().find(|r| r.port != new);
+    let (mut lacked, mut lost_held_by_other, mut lost_held_by_promoted, mut lost_keys) =
+        (0u64, 0u64, 0u64, 0usize);
+    for (key, &n) in other.map(|o| &o.counts).into_iter().flatten() {
+        lacked += n.saturating_sub(promoted.counts.get(key).copied().unwrap_or(0));
+    }
+    let keys: std::collections::HashSet<&String> =
+        replicas.iter().flat_map(|r| r.counts.keys()).collect();
+    for key in keys {
+        let last = finals.get(key).copied().unwrap_or(0);
+        let on = |r: Option<&AtKill>| r.and_then(|r| r.counts.get(key)).copied().unwrap_or(0);
+        let gone_other = on(other).saturating_sub(last);
+        let gone_promoted = on(Some(promoted)).saturating_sub(last);
+        lost_held_by_other += gone_other;
+        lost_held_by_promoted += gone_promoted;
+        if gone_other > 0 || gone_promoted > 0 {
+            lost_keys += 1;
+        }
+    }
+    let describe = |r: &AtKill| {
+        format!(
+            "port {} offset {:?}, sentinels last read {:?} (offset, ms before)",
+            r.port, r.offset, r.seen_by_sentinels
+        )
+    };
+    let highest = replicas.iter().filter_map(|r| r.offset).max();
+    println!(
+        "{name}: EXPLAIN promoted {} ({}); other {}; the promoted replica had the highest \
+         offset at the kill: {}; it lacked {lacked} increments the other held; after the \
+         failover {lost_keys} sessions are below a replica's count at the kill: \
+         {lost_held_by_other} increments held (confirmed) by the other replica are gone, \
+         {lost_held_by_promoted} held by the promoted one are gone; the test counted {lost:?} lost (None: its assertions failed)",
+        new,
+        describe(promoted),
+        other.map_or_else(|| "none".to_owned(), describe),
+        promoted.offset.is_some() && promoted.offset == highest,
+    );
+    for line in group.failover_log() {
+        println!("{name}: EXPLAIN {line}");
+    }
+}
+
 /// SIGKILL of the primary at 2 s; the fault is over once the sentinels name
 /// a promoted replica.
 async fn failover(durable: u32, durability: Durability) -> Report {
@@ -61,8 +207,11 @@ async fn failover(durable: u32, durability: Durability) -> Report {
         durability,
     };
     let name = format!("sentinel failover, SIGKILL of the primary, durable={durable}");
-    let report = faults::under_load_with(&app, &name, plan, || async {
+    let seen = std::sync::Mutex::new(None);
+    // A failed assertion in the driver still gets the failover explained.
+    let run = std::panic::AssertUnwindSafe(faults::under_load_with(&app, &name, plan, || async {
         group.primary.kill();
+        let replicas = at_kill(&group).await;
         let group = group.clone();
         let new = tokio::task::spawn_blocking(move || {
             group.wait_for_promotion(old, Duration::from_secs(15))
@@ -70,8 +219,23 @@ async fn failover(durable: u32, durability: Durability) -> Report {
         .await
         .unwrap();
         assert_ne!(new, old);
-    })
+        *seen.lock().unwrap() = Some((replicas, new));
+    }))
+    .catch_unwind()
     .await;
+    let explain = async |lost| {
+        let taken = seen.lock().unwrap().take();
+        if let Some((replicas, new)) = taken {
+            explain_loss(&name, &group, &replicas, new, lost).await;
+        }
+    };
+    let report = match run {
+        Ok(report) => report,
+        Err(panic) => {
+            explain(None).await;
+            std::panic::resume_unwind(panic);
+        }
+    };
     println!(
         "{name}: promotion {:?} after the kill; first success {:?} after the kill \
          ({:?} after the promotion); {} of {} requests answered 503; lost {}",
@@ -82,6 +246,7 @@ async fn failover(durable: u32, durability: Durability) -> Report {
         report.requests,
         report.lost,
     );
+    explain(Some(report.lost)).await;
     report
 }
 

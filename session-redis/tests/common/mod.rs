@@ -259,6 +259,11 @@ impl OwnRedis {
         }
     }
 
+    /// The server's log so far (empty when it cannot be read).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default()
+    }
+
     /// SIGKILL: the server dies without a chance to write anything more.
     pub fn kill(&self) {
         let mut child = self.lock().take().expect("redis-server is running");
@@ -421,6 +426,39 @@ impl OwnSentinels {
         })
     }
 
+    /// The sentinels' ports.
+    pub fn sentinel_ports(&self) -> Vec<u16> {
+        self.sentinels.iter().map(OwnRedis::port).collect()
+    }
+
+    /// The events in every sentinel's log (its `#` lines: `+sdown`,
+    /// `+odown`, `+new-epoch`, `+elected-leader`, `+selected-slave`,
+    /// `+promoted-slave`, `+switch-master`, ...), each prefixed with the
+    /// sentinel's port, in the order of their timestamps.
+    pub fn failover_log(&self) -> Vec<String> {
+        let mut lines: Vec<(String, String)> = self
+            .sentinels
+            .iter()
+            .flat_map(|s| {
+                let port = s.port();
+                s.log()
+                    .lines()
+                    .filter_map(|l| {
+                        // `PID:X 01 Dec 2026 16:46:36.495 # +event ...`
+                        let (_, after) = l.split_once(":X ")?;
+                        let (time, event) = after.split_once(" # ")?;
+                        let event_line =
+                            event.starts_with(['+', '-']) || event.contains(" voted for ");
+                        let line = format!("{time} sentinel {port}: {event}");
+                        event_line.then(|| (time.to_owned(), line))
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        lines.sort();
+        lines.into_iter().map(|(_, line)| line).collect()
+    }
+
     /// Blocks until the sentinels name a primary other than `old` (a
     /// failover promoted a replica); panics after `within`.
     pub fn wait_for_promotion(&self, old: u16, within: Duration) -> u16 {
@@ -511,7 +549,9 @@ impl OwnSentinels {
 }
 
 /// `cmd`'s answer from the server (sentinel or not) on `port`, if it answers.
-fn sentinel_query<T: redis::FromRedisValue>(port: u16, cmd: &redis::Cmd) -> Option<T> {
+/// `cmd` on the server (or sentinel) on `port`; `None` when it fails or
+/// does not answer within 500 ms.
+pub fn sentinel_query<T: redis::FromRedisValue>(port: u16, cmd: &redis::Cmd) -> Option<T> {
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
     let mut conn = client
         .get_connection_with_timeout(Duration::from_millis(500))
