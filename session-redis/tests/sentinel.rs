@@ -26,7 +26,7 @@ use common::OwnSentinels;
 use futures_util::FutureExt as _;
 use session_core::conformance::faults::{self, Durability, Plan, Report};
 use session_core::{SessionStore, StoreKey};
-use session_redis::{RedisStore, redis};
+use session_redis::{DEFAULT_SENTINEL_DURABLE, Durable, RedisStore, redis};
 
 /// When the fault hits: after 2 s of steady load.
 const BEFORE_FAULT: Duration = Duration::from_secs(2);
@@ -396,10 +396,8 @@ fn malformed_sentinel_urls_are_build_errors() {
     let store = RedisStore::builder("REDIS+SENTINEL://127.0.0.1:1,127.0.0.1:2/m")
         .build()
         .unwrap();
-    assert_eq!(
-        store.durable_replicas(),
-        session_redis::DEFAULT_SENTINEL_DURABLE
-    );
+    assert_eq!(store.durable(), DEFAULT_SENTINEL_DURABLE);
+    assert_eq!(store.durable(), Durable::All);
     let store = RedisStore::builder("redis+sentinel://127.0.0.1:1/m")
         .durable(0)
         .build()
@@ -412,6 +410,40 @@ fn malformed_sentinel_urls_are_build_errors() {
         .build()
         .unwrap();
     assert_eq!(store.durable_replicas(), 1);
+    // `all` is counted through the sentinels: nowhere else.
+    for builder in [
+        RedisStore::builder("redis://127.0.0.1:1"),
+        RedisStore::cluster_builder(["redis://127.0.0.1:1"]),
+    ] {
+        let error = builder.durable(Durable::All).build().unwrap_err();
+        assert!(
+            matches!(error, session_redis::BuildError::DurableAllNeedsSentinel),
+            "{error:?}"
+        );
+    }
+}
+
+/// `durable=all` on the shared group: a write waits for both replicas (all
+/// promotable), and the store says so.
+#[tokio::test]
+async fn durable_all_waits_for_every_promotable_replica() {
+    use session_core::conformance::store::new_key;
+    use session_core::{Expiry, Record, record::now};
+
+    let store = RedisStore::builder(common::sentinel_url())
+        .durable(Durable::All)
+        .build()
+        .unwrap()
+        .key_prefix(common::fresh_prefix());
+    let key = new_key();
+    assert!(
+        store
+            .create(&key, &Record::new(now(), &Expiry::default()))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.durable_replicas(), 2);
+    store.delete(&key).await.unwrap();
 }
 
 /// The write cost of `durable=1` against none, on the primary behind
