@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use common::OwnSentinels;
+use common::{OwnRedis, OwnSentinels};
 use futures_util::FutureExt as _;
 use session_core::conformance::faults::{self, Durability, Plan, Report};
 use session_core::{SessionStore, StoreKey};
@@ -31,21 +31,27 @@ use session_redis::{DEFAULT_SENTINEL_DURABLE, Durable, RedisStore, redis};
 /// When the fault hits: after 2 s of steady load.
 const BEFORE_FAULT: Duration = Duration::from_secs(2);
 
-/// The app of the fault tests on the group's primary, with `durable`
-/// replicas confirming each write. The connection's own timeouts are
-/// shorter than the layer's op timeout (500 ms), so that the store itself
-/// notices a primary that stopped answering, drops its connections and asks
-/// the sentinels again, rather than being cut off by the layer each time.
-fn app(group: &OwnSentinels, durable: u32) -> Router {
-    let store = RedisStore::builder(group.url())
+/// A store of the fault tests on the group's primary, with `durable`
+/// replicas confirming each write (`None`: the default, every replica
+/// Sentinel may promote). The connection's own timeouts are shorter than
+/// the layer's op timeout (500 ms), so that the store itself notices a
+/// primary that stopped answering, drops its connections and asks the
+/// sentinels again, rather than being cut off by the layer each time.
+fn fault_store(group: &OwnSentinels, durable: Option<Durable>) -> RedisStore {
+    let mut builder = RedisStore::builder(group.url())
         .connect_timeout(Duration::from_millis(300))
-        .response_timeout(Duration::from_millis(400))
-        .durable(durable)
-        .build()
-        .unwrap()
-        .key_prefix("faults:");
-    assert_eq!(store.durable_replicas(), durable);
-    faults::app(store)
+        .response_timeout(Duration::from_millis(400));
+    if let Some(durable) = durable {
+        builder = builder.durable(durable);
+    }
+    let store = builder.build().unwrap().key_prefix("faults:");
+    assert_eq!(store.durable(), durable.unwrap_or(DEFAULT_SENTINEL_DURABLE));
+    store
+}
+
+/// The app of the fault tests on [`fault_store`].
+fn app(group: &OwnSentinels, durable: Option<Durable>) -> Router {
+    faults::app(fault_store(group, durable))
 }
 
 /// What one replica held the moment the primary died, and what the
@@ -193,11 +199,40 @@ async fn explain_loss(
 
 /// SIGKILL of the primary at 2 s; the fault is over once the sentinels name
 /// a promoted replica.
-async fn failover(durable: u32, durability: Durability) -> Report {
+async fn failover(durable: Option<Durable>, durability: Durability) -> Report {
+    failover_with(durable, durability, false).await.0
+}
+
+/// How long the preferred replica's replication is paused in
+/// [`failover_with`] with `lagging`: from [`LAG_BEFORE_KILL`] before the
+/// kill until after Sentinel has selected it.
+const LAG: Duration = Duration::from_millis(2500);
+/// How long before the kill the preferred replica stops taking the
+/// replication stream.
+const LAG_BEFORE_KILL: Duration = Duration::from_millis(500);
+
+/// [`failover`]; with `lagging`, replica 0 is the one Sentinel prefers
+/// (`replica-priority 10`, the other 100) and lags at the kill: the fault
+/// begins with `CLIENT PAUSE WRITE` on it (its replication stalls, it
+/// still answers the sentinels' PING and INFO), and the primary is killed
+/// [`LAG_BEFORE_KILL`] later. Sentinel ranks priority before the offset, so
+/// it usually promotes the lagging replica (not always: the second value
+/// says whether it did).
+async fn failover_with(
+    durable: Option<Durable>,
+    durability: Durability,
+    lagging: bool,
+) -> (Report, bool) {
     let group = Arc::new(
-        tokio::task::spawn_blocking(OwnSentinels::start)
-            .await
-            .unwrap(),
+        tokio::task::spawn_blocking(move || {
+            if lagging {
+                OwnSentinels::start_with(&[&["--replica-priority", "10"], &[]])
+            } else {
+                OwnSentinels::start()
+            }
+        })
+        .await
+        .unwrap(),
     );
     let app = app(&group, durable);
     let old = group.primary.port();
@@ -206,15 +241,30 @@ async fn failover(durable: u32, durability: Durability) -> Report {
         before: BEFORE_FAULT,
         durability,
     };
-    let name = format!("sentinel failover, SIGKILL of the primary, durable={durable}");
+    let durable = durable.unwrap_or(DEFAULT_SENTINEL_DURABLE);
+    let lag = if lagging {
+        ", preferred replica lagging"
+    } else {
+        ""
+    };
+    let name = format!("sentinel failover, SIGKILL of the primary{lag}, durable={durable}");
     let seen = std::sync::Mutex::new(None);
     // A failed assertion in the driver still gets the failover explained.
     let run = std::panic::AssertUnwindSafe(faults::under_load_with(&app, &name, plan, || async {
+        if lagging {
+            let pause = redis::cmd("CLIENT")
+                .arg("PAUSE")
+                .arg(LAG.as_millis() as u64)
+                .arg("WRITE")
+                .clone();
+            let _: () = common::query_port(group.replicas[0].port(), &pause);
+            tokio::time::sleep(LAG_BEFORE_KILL).await;
+        }
         group.primary.kill();
         let replicas = at_kill(&group).await;
-        let group = group.clone();
+        let watch = group.clone();
         let new = tokio::task::spawn_blocking(move || {
-            group.wait_for_promotion(old, Duration::from_secs(15))
+            watch.wait_for_promotion(old, Duration::from_secs(15))
         })
         .await
         .unwrap();
@@ -246,14 +296,34 @@ async fn failover(durable: u32, durability: Durability) -> Report {
         report.requests,
         report.lost,
     );
+    let promoted = seen.lock().unwrap().as_ref().map(|(_, new)| *new);
+    let promoted_first = promoted == Some(group.replicas[0].port());
     explain(Some(report.lost)).await;
-    report
+    (report, promoted_first)
 }
 
+/// The default, `durable=all`: every replica Sentinel may promote holds
+/// each acknowledged write, so the failover loses none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_sentinel_failover_durable_loses_nothing() {
-    let report = failover(1, Durability::AllKept).await;
-    assert_eq!(report.lost, 0, "durable=1 lost acknowledged increments");
+    let report = failover(None, Durability::AllKept).await;
+    assert_eq!(report.lost, 0, "durable=all lost acknowledged increments");
+    assert!(
+        report.failed > 0,
+        "a failover with no failed request was no failover"
+    );
+}
+
+/// `durable=1` with 2 replicas: one replica held each acknowledged write,
+/// not necessarily the one Sentinel promotes. The loss is a measurement,
+/// not a promise: counted and printed, every other assertion holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_sentinel_failover_durable_1_loss_is_counted() {
+    let report = failover(Some(Durable::Replicas(1)), Durability::CountLost).await;
+    println!(
+        "MEASURED: durable=1 failover lost {} acknowledged increments ({} requests)",
+        report.lost, report.requests
+    );
     assert!(
         report.failed > 0,
         "a failover with no failed request was no failover"
@@ -262,7 +332,7 @@ async fn fault_sentinel_failover_durable_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_sentinel_failover_without_durable_loss_is_counted() {
-    let report = failover(0, Durability::CountLost).await;
+    let report = failover(Some(Durable::Replicas(0)), Durability::CountLost).await;
     // The loss is a measurement, not a promise: reported above and here.
     println!(
         "MEASURED: durable=0 failover lost {} acknowledged increments ({} requests)",
@@ -274,6 +344,101 @@ async fn fault_sentinel_failover_without_durable_loss_is_counted() {
     );
 }
 
+/// The preferred replica lagging at the kill, with the default
+/// `durable=all`: while it lags, writes wait for it and fall short (503),
+/// so nothing is acknowledged that it lacks, and promoting it loses none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_sentinel_failover_lagging_preferred_replica_durable_loses_nothing() {
+    let (report, promoted_lagging) = failover_with(None, Durability::AllKept, true).await;
+    println!(
+        "MEASURED: durable=all, preferred replica lagging: lost {} ({} requests, {} answered \
+         503); Sentinel promoted the lagging replica: {promoted_lagging}",
+        report.lost, report.requests, report.failed
+    );
+    assert_eq!(report.lost, 0, "durable=all lost acknowledged increments");
+}
+
+/// The preferred replica lagging at the kill, with `durable=1`: the other
+/// replica confirms the writes meanwhile, Sentinel promotes the lagging one
+/// by priority, and the other is resynced from it. The loss is measured,
+/// not asserted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_sentinel_failover_lagging_preferred_replica_durable_1_loss_is_counted() {
+    let (report, promoted_lagging) =
+        failover_with(Some(Durable::Replicas(1)), Durability::CountLost, true).await;
+    println!(
+        "MEASURED: durable=1, preferred replica lagging: the failover lost {} acknowledged \
+         increments ({} requests, {} answered 503); Sentinel promoted the lagging replica: \
+         {promoted_lagging}",
+        report.lost, report.requests, report.failed
+    );
+}
+
+/// One replica of two lost under load (`fault` freezes or kills it), with
+/// the default `durable=all`. Until the sentinels flag it down, writes wait
+/// for it and fall short: 503 with `Retry-After`, each within the op
+/// timeout (the driver's assertions, the failures counted). Once they do,
+/// the store waits for the one replica left, and writes succeed again
+/// within the driver's recovery bound while the replica stays down; no
+/// acknowledged write is lost.
+async fn replica_down(fault: &str, stop: impl FnOnce(&OwnRedis)) -> Report {
+    let group = Arc::new(
+        tokio::task::spawn_blocking(OwnSentinels::start)
+            .await
+            .unwrap(),
+    );
+    let store = fault_store(&group, None);
+    let app = faults::app(store.clone());
+    let plan = Plan {
+        before: BEFORE_FAULT,
+        durability: Durability::AllKept,
+    };
+    let name = format!("sentinel replica {fault}, durable=all");
+    let mut flagged = Duration::ZERO;
+    let report = faults::under_load_with(&app, &name, plan, || async {
+        assert_eq!(store.durable_replicas(), 2, "both replicas are promotable");
+        let down = std::time::Instant::now();
+        stop(&group.replicas[0]);
+        let port = group.replicas[0].port();
+        let watch = group.clone();
+        tokio::task::spawn_blocking(move || {
+            watch.wait_for_replica_down(port, Duration::from_secs(10))
+        })
+        .await
+        .unwrap();
+        flagged = down.elapsed();
+    })
+    .await;
+    // The load went on with the replica still down after recovery.
+    assert_eq!(
+        store.durable_replicas(),
+        1,
+        "the replica left is waited for"
+    );
+    println!(
+        "MEASURED {name}: flagged down {flagged:?} after the fault; {} of {} requests \
+         answered 503 (longest {:?}); first success {:?} after the fault ({:?} after the flag)",
+        report.failed,
+        report.requests,
+        report.longest,
+        report.fault_to_success(),
+        report.window.recovered - report.window.back,
+    );
+    report
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_sentinel_replica_sigstop_durable_all_keeps_writing() {
+    let report = replica_down("SIGSTOP", OwnRedis::freeze).await;
+    assert!(report.longest <= faults::LONGEST, "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_sentinel_replica_sigkill_durable_all_keeps_writing() {
+    let report = replica_down("SIGKILL", OwnRedis::kill).await;
+    assert!(report.longest <= faults::LONGEST, "{report:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hang_sentinel_primary_sigstop_3s_under_load() {
     let group = Arc::new(
@@ -281,7 +446,7 @@ async fn hang_sentinel_primary_sigstop_3s_under_load() {
             .await
             .unwrap(),
     );
-    let app = app(&group, 1);
+    let app = app(&group, None);
     let plan = Plan {
         before: BEFORE_FAULT,
         durability: Durability::AllKept,
@@ -446,11 +611,11 @@ async fn durable_all_waits_for_every_promotable_replica() {
     store.delete(&key).await.unwrap();
 }
 
-/// The write cost of `durable=1` against none, on the primary behind
-/// `REDIS_SENTINEL_URL`: a measurement, not a test (ignored; run by hand,
-/// see BENCHMARKS.md, "Redis Sentinel"). Sequential saves (latency) and 16
-/// tasks saving at once (throughput), the two stores alternating over 5
-/// rounds so that a noisy neighbour hits both.
+/// The write cost of `durable=all` and `durable=1` against none, on the
+/// primary behind `REDIS_SENTINEL_URL`: a measurement, not a test (ignored;
+/// run by hand, see BENCHMARKS.md, "Redis Sentinel"). Sequential saves
+/// (latency) and 16 tasks saving at once (throughput), the three stores
+/// alternating over 5 rounds so that a noisy neighbour hits all of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement; run by hand (BENCHMARKS.md)"]
 async fn measure_durable_write_cost() {
@@ -481,16 +646,16 @@ async fn measure_durable_write_cost() {
         took
     }
 
-    let store = |durable| {
+    let store = |durable: Durable| {
         RedisStore::builder(common::sentinel_url())
             .durable(durable)
             .build()
             .unwrap()
             .key_prefix(common::fresh_prefix())
     };
-    let stores = [(0, store(0)), (1, store(1))];
-    let mut latency: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
-    let mut rate: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let stores = [Durable::Replicas(0), Durable::Replicas(1), Durable::All].map(|d| (d, store(d)));
+    let mut latency: [Vec<Duration>; 3] = Default::default();
+    let mut rate: [Vec<f64>; 3] = Default::default();
     for _round in 0..5 {
         for (i, (_, store)) in stores.iter().enumerate() {
             latency[i].extend(saves(store, SEQUENTIAL / 5).await);
@@ -524,11 +689,19 @@ async fn measure_durable_write_cost() {
         );
         rows.push((mean, p50, median_rate));
     }
-    println!(
-        "MEASURED ratio durable=1 / durable=0: mean latency x{:.2}, p50 x{:.2}, throughput x{:.2}",
-        rows[1].0.as_secs_f64() / rows[0].0.as_secs_f64(),
-        rows[1].1.as_secs_f64() / rows[0].1.as_secs_f64(),
-        rows[1].2 / rows[0].2,
+    for (i, (durable, _)) in stores.iter().enumerate().skip(1) {
+        println!(
+            "MEASURED ratio durable={durable} / durable=0: mean latency x{:.2}, p50 x{:.2}, \
+             throughput x{:.2}",
+            rows[i].0.as_secs_f64() / rows[0].0.as_secs_f64(),
+            rows[i].1.as_secs_f64() / rows[0].1.as_secs_f64(),
+            rows[i].2 / rows[0].2,
+        );
+    }
+    assert_eq!(
+        stores[2].1.durable_replicas(),
+        2,
+        "durable=all waited for both replicas"
     );
 }
 
