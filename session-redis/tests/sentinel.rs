@@ -1,15 +1,17 @@
 //! Redis Sentinel under load: the primary killed (SIGKILL) and frozen
-//! (SIGSTOP 3 s) while 20 users keep counting in their sessions through the
-//! layer, through a store that found the primary by asking the sentinels.
+//! (SIGSTOP 3 s), a replica frozen or killed, while 20 users keep counting
+//! in their sessions through the layer, through a store that found the
+//! primary by asking the sentinels.
 //!
 //! The assertions are the shared driver's
 //! ([`session_core::conformance::faults`]): no task panics; no request waits
 //! past 2 x the op timeout + 1 s; every failure is a `503` with
 //! `Retry-After`, in flight during the fault window; a request succeeds
-//! within 2 s of the promotion (or of the primary resuming); and, with
-//! `durable=1`, every write answered 2xx is still there afterwards. Without
-//! `durable`, acknowledged writes may be lost in a failover: the test counts
-//! them and prints the count.
+//! within 2 s of the promotion (or of the primary resuming, or of the
+//! sentinels flagging a lost replica); and, with the default `durable=all`,
+//! every write answered 2xx is still there afterwards. With `durable=1` or
+//! without `durable`, acknowledged writes may be lost in a failover: those
+//! tests count them and print the count.
 //!
 //! Each test starts its own primary, 2 replicas and 3 sentinels, so killing
 //! a primary breaks no other test.
