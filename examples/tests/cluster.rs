@@ -331,11 +331,11 @@ fn redis_store() -> String {
 }
 
 /// The primary behind the sentinels of `REDIS_SENTINEL_URL`, each write
-/// confirmed by a replica (`durable=1`, said out loud though it is the
-/// default).
+/// confirmed by every replica Sentinel may promote (`durable=all`, said out
+/// loud though it is the default).
 fn sentinel_store() -> String {
     format!(
-        "{}?durable=1&prefix={}:",
+        "{}?durable=all&prefix={}:",
         env_or_fail("REDIS_SENTINEL_URL"),
         fresh("cluster-test-")
     )

@@ -38,7 +38,7 @@ fn the_redis_secret_is_a_durable_sentinel_url_over_the_statefulsets_pods() {
                 master, "sessions",
                 "redis.yaml's sentinels monitor `sessions`"
             );
-            assert_eq!(durable, Some(1));
+            assert_eq!(durable, Some(session::Durable::All));
         }
         other => panic!("not a Sentinel URL: {other:?}"),
     }

@@ -27,20 +27,111 @@ pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Default for [`RedisStoreBuilder::wait_timeout`].
 pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Default for [`RedisStoreBuilder::durable`] on a store behind Redis
-/// Sentinel: every write is acknowledged only once one replica holds it.
+/// How many replicas must hold a write before it is acknowledged: see
+/// [`RedisStoreBuilder::durable`]. Parsed from `all` or a number
+/// (`durable=all`, `durable=1` in a `session::StoreConfig` URL).
 ///
-/// Why 1 and not 0: a deployment picks Sentinel to survive the loss of its
+/// ```
+/// use session_redis::Durable;
+///
+/// assert_eq!("all".parse::<Durable>()?, Durable::All);
+/// assert_eq!("2".parse::<Durable>()?, Durable::Replicas(2));
+/// assert_eq!(Durable::from(1), Durable::Replicas(1));
+/// assert!("al".parse::<Durable>().is_err());
+/// # Ok::<(), session_redis::ParseDurableError>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Durable {
+    /// `WAIT n`: `n` replicas, whichever they are, confirm each write; 0
+    /// acknowledges without waiting. With fewer than all the replicas
+    /// Sentinel may promote, this is no promise across a failover: Sentinel
+    /// may promote one that did not confirm (see [`DEFAULT_SENTINEL_DURABLE`]).
+    Replicas(u32),
+    /// Behind Sentinel: every replica the sentinels may promote confirms
+    /// each write, and at least one. The store counts them from `SENTINEL
+    /// REPLICAS` (not flagged down or disconnected, linked to the primary,
+    /// `replica-priority` not 0), again every 2 s and after every sign of a
+    /// failover, and `WAIT`s for that many: a replica that is down is not
+    /// waited for, and whichever replica Sentinel promotes holds every
+    /// acknowledged write. Only behind Sentinel
+    /// ([`BuildError::DurableAllNeedsSentinel`]).
+    All,
+}
+
+impl From<u32> for Durable {
+    fn from(replicas: u32) -> Self {
+        Self::Replicas(replicas)
+    }
+}
+
+impl std::fmt::Display for Durable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Replicas(n) => write!(f, "{n}"),
+            Self::All => f.write_str("all"),
+        }
+    }
+}
+
+/// A [`Durable`] that is neither `all` nor a number of replicas.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`durable` takes `all` or a number of replicas")]
+pub struct ParseDurableError;
+
+impl std::str::FromStr for Durable {
+    type Err = ParseDurableError;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "all" => Ok(Self::All),
+            n => n.parse().map(Self::Replicas).map_err(|_| ParseDurableError),
+        }
+    }
+}
+
+/// Default for [`RedisStoreBuilder::durable`] on a store behind Redis
+/// Sentinel: every write is acknowledged only once every replica Sentinel
+/// may promote holds it ([`Durable::All`]).
+///
+/// Why not 0: a deployment picks Sentinel to survive the loss of its
 /// primary, and Redis replicates asynchronously, so without `WAIT` a
 /// failover drops whatever the promoted replica had not received yet: for
 /// sessions, logins and carts acknowledged to users (measured in
-/// `BENCHMARKS.md`). One replica is what the promotion needs: Sentinel
-/// promotes the replica with the largest replication offset, which holds
-/// every write any replica confirmed. Why not 2: with the usual two
-/// replicas, one replica down (upgrade, restart) would then fail every
-/// write. The cost is a `WAIT` round trip per write, measured in
-/// `BENCHMARKS.md`. A standalone server (`redis://`) defaults to 0.
-pub const DEFAULT_SENTINEL_DURABLE: u32 = 1;
+/// `BENCHMARKS.md`).
+///
+/// Why not 1 (the default before): `WAIT 1` says that one replica holds
+/// the write, not that Sentinel will promote that one. Sentinel ranks the
+/// candidates by `replica-priority` first, so a preferred replica that
+/// lagged is promoted whatever it missed; only among equal priorities does
+/// it take the largest replication offset, as it read it in its last
+/// `INFO` of each replica (polled every 10 s, every second once the
+/// primary is down; an `INFO` up to 5 s old still counts), then the
+/// smallest run id. The replica that did not confirm the last writes may
+/// then be promoted, the other resynced from it, and those writes are gone.
+/// Measured (`BENCHMARKS.md`, "Redis Sentinel"): with equal priorities on
+/// loopback the two replicas almost always hold the same offset at the
+/// kill and `durable=1` lost nothing in 43 failovers; with the preferred
+/// replica lagging, `durable=1` loses what the other one confirmed, and
+/// `all` loses nothing.
+///
+/// Why all rather than a fixed 2: a replica that is down (an upgrade, a
+/// restart) is not promotable, so it is not waited for once the sentinels
+/// flag it (`down-after-milliseconds`); until then writes fall short and
+/// are answered 503. The cost is a `WAIT` round trip per write that waits
+/// for the slowest live replica, measured in `BENCHMARKS.md`.
+///
+/// What it does not cover: a replica that becomes promotable (back from a
+/// fault, or newly added) is waited for only from the store's next lookup,
+/// up to 2 s later; a failover in between may promote it without the
+/// writes acknowledged meanwhile. Sentinel may also promote a replica whose
+/// link to the primary went down recently (it accepts one down for up to
+/// ten times `down-after-milliseconds`), which the store, seeing the link
+/// down, does not wait for. And `WAIT` counts whichever replicas confirm:
+/// with replicas of `replica-priority 0` (never promoted) attached to the
+/// primary too, one of them may stand in for a promotable one. A
+/// standalone server (`redis://`) and a cluster default to 0.
+pub const DEFAULT_SENTINEL_DURABLE: Durable = Durable::All;
 
 /// Default for [`RedisStoreBuilder::durable_timeout`]: how long a write
 /// waits for its replicas before it fails.
@@ -85,6 +176,10 @@ pub enum BuildError {
     /// Redis Sentinel: the store finds the replicas through the sentinels.
     #[error("reads from replicas need a store behind Redis Sentinel")]
     ReplicaReadsNeedSentinel,
+    /// [`Durable::All`] on a store not behind Redis Sentinel: the store
+    /// counts the replicas to wait for through the sentinels.
+    #[error("durable=all needs a store behind Redis Sentinel")]
+    DurableAllNeedsSentinel,
 }
 
 #[derive(Clone, Debug)]
@@ -157,7 +252,7 @@ pub struct RedisStoreBuilder {
     connect_timeout: Duration,
     response_timeout: Duration,
     wait_timeout: Duration,
-    durable: Option<u32>,
+    durable: Option<Durable>,
     durable_timeout: Duration,
     failover_retry: Duration,
     read_from_replicas: bool,
@@ -207,8 +302,9 @@ impl RedisStore {
     /// (it was demoted): so after a failover it finds the promoted replica
     /// by itself, and retries a write the demoted primary refused (see
     /// [`RedisStoreBuilder::failover_retry`]). Writes are acknowledged only
-    /// once [`DEFAULT_SENTINEL_DURABLE`] replica holds them, unless
-    /// [`RedisStoreBuilder::durable`] says otherwise.
+    /// once every replica Sentinel may promote holds them
+    /// ([`DEFAULT_SENTINEL_DURABLE`]), unless [`RedisStoreBuilder::durable`]
+    /// says otherwise.
     ///
     /// ```
     /// use session_redis::RedisStore;
@@ -328,15 +424,24 @@ impl RedisStoreBuilder {
 
     /// Acknowledge a create, save, delete (and so a `cycle_id`, which is a
     /// create and a delete) only once `replicas` replicas hold it: after
-    /// each such write the store sends `WAIT replicas durable_timeout` on
-    /// the same connection, and fails the call (so the layer answers 503
-    /// with `Retry-After`) when fewer confirm in time. 0 turns it off.
-    /// Default: [`DEFAULT_SENTINEL_DURABLE`] behind Sentinel, 0 otherwise.
+    /// each such write the store sends `WAIT n durable_timeout` on the same
+    /// connection, and fails the call (so the layer answers 503 with
+    /// `Retry-After`) when fewer confirm in time. Takes a number
+    /// ([`Durable::Replicas`]; 0 turns it off) or [`Durable::All`] (behind
+    /// Sentinel: every replica Sentinel may promote, at least one). Default:
+    /// [`DEFAULT_SENTINEL_DURABLE`] (all) behind Sentinel, 0 otherwise.
     ///
-    /// On a Redis Cluster it holds per shard: each write and its `WAIT` go
-    /// together to the master that takes the write (following `MOVED` and
-    /// `ASK` as one), so `WAIT` counts that master's replicas; the
-    /// principal index, kept in another slot, is waited for on its own
+    /// What a number promises behind Sentinel: `n` replicas held the write
+    /// when it was acknowledged, not that the replica Sentinel promotes is
+    /// one of them. With `n` below the replicas Sentinel may promote, a
+    /// failover may lose acknowledged writes (measured with 2 replicas and
+    /// `durable=1`: `BENCHMARKS.md`, "Redis Sentinel"); `all` is the setting
+    /// that keeps them (see [`DEFAULT_SENTINEL_DURABLE`] for its window).
+    ///
+    /// On a Redis Cluster a number holds per shard: each write and its
+    /// `WAIT` go together to the master that takes the write (following
+    /// `MOVED` and `ASK` as one), so `WAIT` counts that master's replicas;
+    /// the principal index, kept in another slot, is waited for on its own
     /// shard too. A shard whose master has fewer live replicas than
     /// `replicas` (after a failover, until the old master is back as a
     /// replica) refuses the writes of its sessions, and only those.
@@ -348,11 +453,13 @@ impl RedisStoreBuilder {
     /// the idle deadline) are not waited for.
     ///
     /// ```
-    /// # use session_redis::RedisStore;
+    /// # use session_redis::{Durable, RedisStore};
     /// let builder = RedisStore::builder("redis://127.0.0.1").durable(1);
+    /// let builder = RedisStore::builder("redis+sentinel://127.0.0.1:26379/sessions")
+    ///     .durable(Durable::All);
     /// ```
-    pub fn durable(mut self, replicas: u32) -> Self {
-        self.durable = Some(replicas);
+    pub fn durable(mut self, replicas: impl Into<Durable>) -> Self {
+        self.durable = Some(replicas.into());
         self
     }
 
@@ -442,8 +549,9 @@ impl RedisStoreBuilder {
     /// [`BuildError::Url`] when a URL is not a Redis URL;
     /// [`BuildError::SentinelUrl`] for a malformed `redis+sentinel://` URL;
     /// [`BuildError::Pool`] when the pool cannot be built;
-    /// [`BuildError::ReplicaReadsNeedSentinel`] for replica reads on a store
-    /// not behind Sentinel.
+    /// [`BuildError::ReplicaReadsNeedSentinel`] for replica reads, and
+    /// [`BuildError::DurableAllNeedsSentinel`] for [`Durable::All`], on a
+    /// store not behind Sentinel.
     pub fn build(mut self) -> Result<RedisStore, BuildError> {
         if let Target::Single(url) = &self.target
             && let Some(parsed) = parse_sentinel_url(url)
@@ -451,15 +559,17 @@ impl RedisStoreBuilder {
             let (sentinels, master) = parsed?;
             self.target = Target::Sentinel { sentinels, master };
         }
-        let durable = match (&self.target, self.durable) {
-            (Target::Sentinel { .. }, None) => DEFAULT_SENTINEL_DURABLE,
-            (_, durable) => durable.unwrap_or(0),
+        let sentinel = matches!(self.target, Target::Sentinel { .. });
+        let durable = match (sentinel, self.durable) {
+            (true, None) => DEFAULT_SENTINEL_DURABLE,
+            (false, Some(Durable::All)) => return Err(BuildError::DurableAllNeedsSentinel),
+            (_, durable) => durable.unwrap_or(Durable::Replicas(0)),
         };
         let durability = Durability {
             replicas: durable,
             timeout: self.durable_timeout,
         };
-        if self.read_from_replicas && !matches!(self.target, Target::Sentinel { .. }) {
+        if self.read_from_replicas && !sentinel {
             return Err(BuildError::ReplicaReadsNeedSentinel);
         }
         let mut replicas = None;
@@ -479,8 +589,13 @@ impl RedisStoreBuilder {
                 // Asking the sentinels, checking the primary's ROLE, connecting.
                 let lookup = self.connect_timeout + self.response_timeout;
                 let sentinel = Arc::new(Sentinel::new(clients, master.clone(), connection, lookup));
-                if self.read_from_replicas {
-                    replicas = Some(Replicas::new(sentinel.clone(), self.replica_timeout));
+                // One view of the replicas, for loads and for `durable=all`.
+                if self.read_from_replicas || durable == Durable::All {
+                    replicas = Some(Replicas::new(
+                        sentinel.clone(),
+                        self.read_from_replicas,
+                        self.replica_timeout,
+                    ));
                 }
                 Pool::Sentinel(sentinel)
             }

@@ -23,7 +23,7 @@
 //! the promoted one.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -222,52 +222,97 @@ impl Sentinel {
     }
 
     /// The replicas the sentinels list for the primary (`SENTINEL
-    /// REPLICAS`, from the first sentinel that answers), skipping those
-    /// flagged down or disconnected and those whose link to the primary is
-    /// not up: a replica cut off from its primary may be far behind.
-    async fn replica_addresses(&self) -> Result<Vec<(String, u16)>, StoreError> {
+    /// REPLICAS`, every sentinel asked at once), skipping those flagged
+    /// down or disconnected and those whose link to the primary is not up:
+    /// a replica cut off from its primary may be far behind, and takes no
+    /// write.
+    ///
+    /// `readable` is the first answering sentinel's list, for loads.
+    /// `promotable` counts the replicas that any answering sentinel lists
+    /// so and that have a `slave-priority` other than 0 (Sentinel never
+    /// promotes those), leaving out the current primary (a sentinel that
+    /// has not heard of the latest failover still lists it as a replica):
+    /// whichever sentinel leads the next failover, it picks one of these.
+    async fn replica_addresses(&self) -> Result<Listed, StoreError> {
+        let answers = futures_util::future::join_all(
+            (0..self.sentinels.len()).map(|i| self.ask::<Vec<Fields>>(i, "REPLICAS")),
+        )
+        .await;
+        let primary = self.primary_address().await.ok();
+        let mut readable = None;
+        let mut promotable: Vec<(String, u16)> = Vec::new();
         let mut last_error = None;
-        for i in 0..self.sentinels.len() {
-            match self
-                .ask::<Vec<HashMap<String, String>>>(i, "REPLICAS")
-                .await
-            {
-                Ok(replicas) => {
-                    return Ok(replicas
-                        .iter()
-                        .filter(|replica| {
-                            let flags = replica.get("flags").map_or("", String::as_str);
-                            !flags
-                                .split(',')
-                                .any(|flag| matches!(flag, "s_down" | "o_down" | "disconnected"))
-                                && replica.get("master-link-status").map(String::as_str)
-                                    == Some("ok")
-                        })
-                        .filter_map(|replica| {
-                            Some((
-                                replica.get("ip")?.clone(),
-                                replica.get("port")?.parse().ok()?,
-                            ))
-                        })
-                        .collect());
+        for answer in answers {
+            let replicas = match answer {
+                Ok(replicas) => replicas,
+                Err(error) => {
+                    last_error = Some(error);
+                    continue;
                 }
-                Err(error) => last_error = Some(error),
+            };
+            let healthy: Vec<(&Fields, (String, u16))> = replicas
+                .iter()
+                .filter(|replica| {
+                    let flags = replica.get("flags").map_or("", String::as_str);
+                    !flags
+                        .split(',')
+                        .any(|flag| matches!(flag, "s_down" | "o_down" | "disconnected"))
+                        && replica.get("master-link-status").map(String::as_str) == Some("ok")
+                })
+                .filter_map(|replica| {
+                    let address = (
+                        replica.get("ip")?.clone(),
+                        replica.get("port")?.parse().ok()?,
+                    );
+                    Some((replica, address))
+                })
+                .collect();
+            for (replica, address) in &healthy {
+                let priority = replica.get("slave-priority").map_or("", String::as_str);
+                if priority != "0"
+                    && primary.as_ref() != Some(address)
+                    && !promotable.contains(address)
+                {
+                    promotable.push(address.clone());
+                }
+            }
+            if readable.is_none() {
+                readable = Some(healthy.into_iter().map(|(_, address)| address).collect());
             }
         }
-        Err(match last_error {
-            Some(error) => StoreError::backend(error),
-            None => StoreError::backend(LookupError::NoPrimary(self.master.clone())),
-        })
+        match readable {
+            Some(readable) => Ok(Listed {
+                readable,
+                promotable: u32::try_from(promotable.len()).unwrap_or(u32::MAX),
+            }),
+            None => Err(match last_error {
+                Some(error) => StoreError::backend(error),
+                None => StoreError::backend(LookupError::NoPrimary(self.master.clone())),
+            }),
+        }
     }
 }
 
-/// How often the replica set behind Sentinel is looked up again: a replica
-/// added, promoted, or back after a fault is used within this long.
-const REPLICA_REFRESH: Duration = Duration::from_secs(2);
+/// One server as a sentinel describes it (`SENTINEL REPLICAS`).
+type Fields = HashMap<String, String>;
 
-/// The replicas of a primary behind Sentinel, for loads
-/// ([`RedisStoreBuilder::read_from_replicas`](crate::RedisStoreBuilder::read_from_replicas)):
-/// one multiplexed connection each, taken in turn.
+/// What a lookup of the replicas found (see `Sentinel::replica_addresses`).
+struct Listed {
+    readable: Vec<(String, u16)>,
+    promotable: u32,
+}
+
+/// How often the replica set behind Sentinel is looked up again: a replica
+/// added, promoted, or back after a fault is used for loads, and waited for
+/// by `durable=all` writes, within this long.
+pub(crate) const REPLICA_REFRESH: Duration = Duration::from_secs(2);
+
+/// The replicas of a primary behind Sentinel, as the sentinels list them:
+/// for loads
+/// ([`RedisStoreBuilder::read_from_replicas`](crate::RedisStoreBuilder::read_from_replicas)),
+/// one multiplexed connection each, taken in turn; and for
+/// [`Durable::All`](crate::Durable::All) writes, how many of them Sentinel
+/// may promote.
 ///
 /// The set is looked up through the sentinels, in a task of its own, when
 /// first needed and every [`REPLICA_REFRESH`] after; loads use the set they
@@ -275,10 +320,19 @@ const REPLICA_REFRESH: Duration = Duration::from_secs(2);
 /// replica timeout, so a frozen replica (which accepts TCP connections and
 /// answers nothing) is left out rather than waited for. A replica whose
 /// load fails or times out is dropped from the set until the next lookup.
+/// A write that needs the promotable count when none is known, or after the
+/// store dropped its connections (the signs of a failover, see
+/// [`Connections::resets`]), looks it up first, one lookup at a time.
 pub(crate) struct Replicas {
     sentinel: Arc<Sentinel>,
     state: Mutex<ReplicaSet>,
     next: AtomicUsize,
+    /// Whether loads use the replicas (otherwise only the count is kept,
+    /// and no connection is made).
+    reads: bool,
+    /// Held by a write's lookup, so that the writes after a failover wait
+    /// for one lookup rather than each making its own.
+    inline: tokio::sync::Mutex<()>,
     /// Bounds a replica's `GET` in one load, and each connection to a
     /// replica.
     pub(crate) timeout: Duration,
@@ -287,6 +341,13 @@ pub(crate) struct Replicas {
 #[derive(Default)]
 struct ReplicaSet {
     connections: Vec<((String, u16), MultiplexedConnection)>,
+    /// Replicas Sentinel may promote, by the last lookup that got an answer.
+    promotable: Option<u32>,
+    /// [`Connections::resets`] when the last lookup began.
+    resets: u64,
+    /// Lookups done: a write that waited for another's tells by it that the
+    /// count is fresh.
+    lookups: u64,
     looked_up: Option<std::time::Instant>,
     looking: bool,
 }
@@ -301,22 +362,26 @@ impl Drop for Looking<'_> {
     }
 }
 
+/// No replica count for a `durable=all` write: the sentinels did not answer
+/// since the store started or last dropped its connections.
+#[derive(Debug, thiserror::Error)]
+#[error("the sentinels did not list the replicas a durable=all write waits for")]
+pub(crate) struct NoReplicaCount;
+
 impl Replicas {
-    pub(crate) fn new(sentinel: Arc<Sentinel>, timeout: Duration) -> Self {
+    pub(crate) fn new(sentinel: Arc<Sentinel>, reads: bool, timeout: Duration) -> Self {
         Self {
             sentinel,
             state: Mutex::new(ReplicaSet::default()),
             next: AtomicUsize::new(0),
+            reads,
+            inline: tokio::sync::Mutex::new(()),
             timeout,
         }
     }
 
-    /// A connection to one of the replicas (in turn); `None` when there is
-    /// none to ask (yet). When the set is due for a lookup, starts one in
-    /// the background: a load never waits for it (the first loads go to
-    /// the primary).
-    pub(crate) fn get(self: &Arc<Self>) -> Option<((String, u16), MultiplexedConnection)> {
-        let mut set = lock_set(&self.state);
+    /// Starts a lookup in the background when the set is due for one.
+    fn refresh_if_due(self: &Arc<Self>, set: &mut ReplicaSet, resets: u64) {
         let due = !set.looking
             && set
                 .looked_up
@@ -326,9 +391,21 @@ impl Replicas {
             let replicas = self.clone();
             tokio::spawn(async move {
                 let _looking = Looking(&replicas.state);
-                replicas.look_up().await;
+                replicas.look_up(resets).await;
             });
         }
+    }
+
+    /// A connection to one of the replicas (in turn); `None` when there is
+    /// none to ask (yet). When the set is due for a lookup, starts one in
+    /// the background: a load never waits for it (the first loads go to
+    /// the primary).
+    pub(crate) fn get(
+        self: &Arc<Self>,
+        resets: u64,
+    ) -> Option<((String, u16), MultiplexedConnection)> {
+        let mut set = lock_set(&self.state);
+        self.refresh_if_due(&mut set, resets);
         if set.connections.is_empty() {
             return None;
         }
@@ -336,13 +413,63 @@ impl Replicas {
         Some(set.connections[i].clone())
     }
 
-    async fn look_up(&self) {
-        let addresses = match self.sentinel.replica_addresses().await {
-            Ok(addresses) => addresses,
+    /// How many replicas a [`Durable::All`](crate::Durable::All) write
+    /// waits for: those Sentinel may promote, and at least one. `resets`
+    /// is the store's [`Connections::resets`] now: when it moved since the
+    /// count was looked up (a failover, a lost primary, a write that fell
+    /// short), or there is no count yet, the count is looked up before the
+    /// write waits; otherwise the count in hand serves, and a lookup starts
+    /// in the background when it is due.
+    ///
+    /// # Errors
+    ///
+    /// [`NoReplicaCount`] when no count is known and the sentinels did not
+    /// answer within the lookup timeout.
+    pub(crate) async fn promotable(self: &Arc<Self>, resets: u64) -> Result<u32, StoreError> {
+        let (known, lookups) = {
+            let mut set = lock_set(&self.state);
+            let known = set.promotable.filter(|_| set.resets >= resets);
+            if known.is_some() {
+                self.refresh_if_due(&mut set, resets);
+            }
+            (known, set.lookups)
+        };
+        let count = match known {
+            Some(count) => Some(count),
+            None => {
+                let _one_at_a_time = self.inline.lock().await;
+                let done = lock_set(&self.state).lookups != lookups;
+                if !done {
+                    // A failed lookup leaves the last count, which errs on
+                    // the safe side after a failover (more replicas than the
+                    // new primary has: the write falls short, and is
+                    // answered 503).
+                    let _ =
+                        tokio::time::timeout(self.sentinel.lookup_timeout, self.look_up(resets))
+                            .await;
+                }
+                lock_set(&self.state).promotable
+            }
+        };
+        match count {
+            Some(count) => Ok(count.max(1)),
+            None => Err(StoreError::backend(NoReplicaCount)),
+        }
+    }
+
+    /// Asks the sentinels for the replicas; keeps the promotable count and,
+    /// for loads, connects to the readable ones.
+    async fn look_up(&self, resets: u64) {
+        let listed = match self.sentinel.replica_addresses().await {
+            Ok(listed) => Some(listed),
             Err(error) => {
                 tracing::debug!(%error, "could not list the replicas; loads go to the primary");
-                Vec::new()
+                None
             }
+        };
+        let addresses = match (&listed, self.reads) {
+            (Some(listed), true) => listed.readable.clone(),
+            _ => Vec::new(),
         };
         let connects = addresses.into_iter().map(|(ip, port)| async move {
             let client = redis::Client::open(format!("redis://{ip}:{port}")).ok()?;
@@ -363,6 +490,21 @@ impl Replicas {
         let mut set = lock_set(&self.state);
         set.connections = connections;
         set.looked_up = Some(std::time::Instant::now());
+        set.lookups += 1;
+        if let Some(listed) = listed {
+            set.promotable = Some(listed.promotable);
+            set.resets = resets;
+        }
+    }
+
+    /// Whether loads use these replicas.
+    pub(crate) fn reads(&self) -> bool {
+        self.reads
+    }
+
+    /// The promotable count of the last lookup that got an answer.
+    pub(crate) fn last_promotable(&self) -> Option<u32> {
+        lock_set(&self.state).promotable
     }
 
     /// Drops the replica at `address` from the set until the next lookup.
@@ -443,6 +585,8 @@ pub(crate) struct Connections {
     pool: Pool,
     slots: Box<[Mutex<Option<Conn>>]>,
     next: AtomicUsize,
+    /// How many times the slots were emptied (see [`Connections::resets`]).
+    resets: AtomicU64,
 }
 
 impl Connections {
@@ -451,6 +595,7 @@ impl Connections {
             pool,
             slots: (0..slots.max(1)).map(|_| Mutex::new(None)).collect(),
             next: AtomicUsize::new(0),
+            resets: AtomicU64::new(0),
         }
     }
 
@@ -489,6 +634,15 @@ impl Connections {
         for slot in &self.slots {
             lock(slot).take();
         }
+        self.resets.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many times the slots were emptied so far. Behind Sentinel every
+    /// sign of a failover empties them (a lost connection, `READONLY`, a
+    /// durable write that fell short), so a change says the replica count
+    /// in hand may be out of date.
+    pub(crate) fn resets(&self) -> u64 {
+        self.resets.load(Ordering::Relaxed)
     }
 }
 

@@ -14,6 +14,7 @@ use session_core::{
     DeleteOutcome, Record, SaveOutcome, SessionInfo, SessionStore, StoreError, StoreKey,
 };
 
+use crate::Durable;
 use crate::connection::{Conn, Connections, Pool, Replicas, is_readonly};
 use crate::encoding::{self, millis};
 use crate::scripts;
@@ -68,7 +69,9 @@ pub struct RedisStore {
     prefix: Arc<str>,
     durability: Durability,
     failover_retry: Duration,
-    /// Behind Sentinel with replica reads: the replicas loads may ask.
+    /// Behind Sentinel with replica reads or `durable=all`: the replicas
+    /// as the sentinels list them (loads may ask them; all writes wait for
+    /// as many as Sentinel may promote).
     replicas: Option<Arc<Replicas>>,
     reads: Arc<ReadCounters>,
 }
@@ -76,7 +79,7 @@ pub struct RedisStore {
 /// How many replicas must confirm a write before it is acknowledged.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Durability {
-    pub(crate) replicas: u32,
+    pub(crate) replicas: Durable,
     pub(crate) timeout: Duration,
 }
 
@@ -121,7 +124,7 @@ impl fmt::Debug for RedisStore {
             .field("key_prefix", &self.prefix)
             .field("shared_connections", &self.connections.slots())
             .field("durable", &self.durability.replicas)
-            .field("read_from_replicas", &self.replicas.is_some())
+            .field("read_from_replicas", &self.reading_replicas().is_some())
             .finish_non_exhaustive()
     }
 }
@@ -165,7 +168,7 @@ impl RedisStore {
             connections: Arc::new(Connections::new(pool, DEFAULT_SHARED_CONNECTIONS)),
             prefix: Arc::from(DEFAULT_KEY_PREFIX),
             durability: Durability {
-                replicas: 0,
+                replicas: Durable::Replicas(0),
                 timeout: crate::DEFAULT_DURABLE_TIMEOUT,
             },
             failover_retry: crate::DEFAULT_FAILOVER_RETRY,
@@ -202,7 +205,7 @@ impl RedisStore {
         replicas: &Arc<Replicas>,
         key: &StoreKey,
     ) -> Result<Option<Record>, StoreError> {
-        let Some((address, conn)) = replicas.get() else {
+        let Some((address, conn)) = replicas.get(self.connections.resets()) else {
             return Err(StoreError::backend("no replica to read from"));
         };
         let mut conn = Conn::Single(conn);
@@ -222,11 +225,32 @@ impl RedisStore {
         }
     }
 
-    /// How many replicas must confirm each write (see
-    /// [`RedisStoreBuilder::durable`](crate::RedisStoreBuilder::durable)); 0
-    /// when writes are acknowledged without waiting.
-    pub fn durable_replicas(&self) -> u32 {
+    /// The replicas each write waits for, as configured (see
+    /// [`RedisStoreBuilder::durable`](crate::RedisStoreBuilder::durable)).
+    pub fn durable(&self) -> Durable {
         self.durability.replicas
+    }
+
+    /// How many replicas must confirm each write: `n` for
+    /// [`Durable::Replicas`] (0 when writes are acknowledged without
+    /// waiting); for [`Durable::All`], the replicas Sentinel may promote as
+    /// the store last counted them (at least 1; 1 before the store first
+    /// asked the sentinels).
+    pub fn durable_replicas(&self) -> u32 {
+        match self.durability.replicas {
+            Durable::Replicas(n) => n,
+            Durable::All => self
+                .replicas
+                .as_ref()
+                .and_then(|r| r.last_promotable())
+                .unwrap_or(1)
+                .max(1),
+        }
+    }
+
+    /// The replicas loads may ask, with replica reads.
+    fn reading_replicas(&self) -> Option<&Arc<Replicas>> {
+        self.replicas.as_ref().filter(|r| r.reads())
     }
 
     /// The prefix of every key this store writes (default
@@ -308,14 +332,35 @@ impl RedisStore {
     where
         T: redis::FromRedisValue,
     {
-        let wanted = self.durability.replicas;
-        if wanted > 0 && self.connections.pool().is_cluster() {
+        let durable = self.durability.replicas;
+        if let Durable::Replicas(wanted) = durable
+            && wanted > 0
+            && self.connections.pool().is_cluster()
+        {
             return self.run_write_on_shard(write, wanted, wrote).await;
         }
+        if durable == Durable::Replicas(0) {
+            return self.run(async |conn| write.run(conn).await).await;
+        }
         let (value, mut conn) = self.attempt(async |conn| write.run(conn).await).await?;
-        if wanted == 0 || !wrote(&value) {
+        if !wrote(&value) {
             return Ok(value);
         }
+        // Counted after the write, so that a write retried on a promoted
+        // primary (which dropped the connections) waits for its replicas.
+        let wanted = match (durable, &self.replicas) {
+            (Durable::Replicas(n), _) => n,
+            (Durable::All, Some(replicas)) => {
+                replicas.promotable(self.connections.resets()).await?
+            }
+            // The builder refuses `all` without Sentinel, which gives it
+            // the replicas.
+            (Durable::All, None) => {
+                return Err(StoreError::backend(
+                    "durable=all without the sentinels' replica list",
+                ));
+            }
+        };
         let mut wait = redis::cmd("WAIT");
         wait.arg(wanted).arg(self.wait_timeout_ms());
         // Not retried: the write is applied, only its replication is unknown.
@@ -739,7 +784,7 @@ impl SessionStore for RedisStore {
         key: &StoreKey,
         floor: Option<u64>,
     ) -> Result<Option<Record>, StoreError> {
-        let Some(replicas) = &self.replicas else {
+        let Some(replicas) = self.reading_replicas() else {
             return self.load(key).await;
         };
         self.reads
@@ -751,7 +796,7 @@ impl SessionStore for RedisStore {
 
     /// True with [replica reads](crate::RedisStoreBuilder::read_from_replicas).
     fn reads_may_lag(&self) -> bool {
-        self.replicas.is_some()
+        self.reading_replicas().is_some()
     }
 
     /// One `save` script. Only when the record gets a principal it did not

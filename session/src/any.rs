@@ -213,8 +213,10 @@ async fn connect_backend(backend: &Backend) -> Result<AnyStore, ConnectError> {
             let mut builder =
                 session_redis::RedisStore::sentinel_builder(sentinels.iter().cloned(), master)
                     .read_from_replicas(*read_from_replicas);
-            if let Some(replicas) = durable {
-                builder = builder.durable(*replicas);
+            match durable {
+                Some(crate::Durable::Replicas(n)) => builder = builder.durable(*n),
+                Some(crate::Durable::All) => builder = builder.durable(session_redis::Durable::All),
+                None => {}
             }
             if let Some(ms) = durable_timeout_ms {
                 builder = builder.durable_timeout(Duration::from_millis(*ms));

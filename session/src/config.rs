@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 /// | `memory://?capacity=100000` | in-process memory (stateful) |
 /// | `redis://127.0.0.1:6379/0?pool=16&prefix=myapp:` | one Redis server |
 /// | `redis+cluster://10.0.0.1:7000,10.0.0.2:7000?prefix=myapp:&durable=1` | Redis Cluster (seed nodes); `durable=N`: each write confirmed by N replicas of its shard |
-/// | `redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster?durable=1&durable_timeout=250ms&read_from=replicas` | the primary of `mymaster`, found and followed through its sentinels; `read_from=replicas`: loads from its replicas, never below the client's version floor |
+/// | `redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster?durable=all&durable_timeout=250ms&read_from=replicas` | the primary of `mymaster`, found and followed through its sentinels; `durable=all` (the default): each write confirmed by every replica Sentinel may promote (`durable=N`: by N, which is no promise across a failover); `read_from=replicas`: loads from its replicas, never below the client's version floor |
 /// | `postgres://app@db/app?schema=sessions&table=sessions&pool=10` | Postgres |
 /// | `postgres://app@db1/app?replicas=db2:5432,db3:5432&read_from=replicas&synchronous_commit=on` | Postgres with streaming replicas: loads from the replicas (never below what the client has seen), writes to whichever server is the primary |
 /// | `mysql://app:secret@db/app?table=sessions&pool=10` (or `mariadb://`) | MySQL 8 / MariaDB |
@@ -115,10 +115,13 @@ pub enum Backend {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         prefix: Option<String>,
         /// Replicas that must confirm each write before it is acknowledged
-        /// (`WAIT`); default 1 (see `session_redis::DEFAULT_SENTINEL_DURABLE`
-        /// for why), 0 to acknowledge without waiting.
+        /// (`WAIT`): `all` (URL `durable=all`, config `"all"`), every
+        /// replica Sentinel may promote, the default (see
+        /// `session_redis::DEFAULT_SENTINEL_DURABLE` for why); or a number,
+        /// which behind Sentinel is no promise across a failover unless it
+        /// covers every replica; 0 to acknowledge without waiting.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        durable: Option<u32>,
+        durable: Option<Durable>,
         /// How long a write waits for those replicas, in milliseconds
         /// (default 250).
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -174,6 +177,69 @@ pub enum Backend {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pool: Option<u32>,
     },
+}
+
+/// How many replicas confirm each write of a store behind Redis Sentinel
+/// (`durable=all` or `durable=N` in the URL; `"all"` or a number in a
+/// config file). See `session_redis::Durable`.
+///
+/// ```
+/// use session::{Backend, Durable, StoreConfig};
+///
+/// let config = StoreConfig::from_url("redis+sentinel://127.0.0.1:26379/m?durable=all")?;
+/// assert!(matches!(config.backend, Backend::RedisSentinel { durable: Some(Durable::All), .. }));
+/// let from_file: Durable = serde_json::from_str(r#""all""#).unwrap();
+/// assert_eq!(from_file, Durable::All);
+/// assert_eq!(serde_json::from_str::<Durable>("1").unwrap(), Durable::Replicas(1));
+/// assert!(serde_json::from_str::<Durable>(r#""al""#).is_err());
+/// # Ok::<(), session::ConfigError>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "DurableValue", into = "DurableValue")]
+#[non_exhaustive]
+pub enum Durable {
+    /// This many replicas, whichever they are (0: no waiting).
+    Replicas(u32),
+    /// Every replica Sentinel may promote, at least one.
+    All,
+}
+
+/// How a [`Durable`] is written in a config file: a number or `"all"`.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+enum DurableValue {
+    Replicas(u32),
+    Word(String),
+}
+
+impl TryFrom<DurableValue> for Durable {
+    type Error = &'static str;
+
+    fn try_from(value: DurableValue) -> Result<Self, Self::Error> {
+        match value {
+            DurableValue::Replicas(n) => Ok(Self::Replicas(n)),
+            DurableValue::Word(word) => parse_durable(&word).ok_or(DURABLE_FORMAT),
+        }
+    }
+}
+
+impl From<Durable> for DurableValue {
+    fn from(durable: Durable) -> Self {
+        match durable {
+            Durable::Replicas(n) => Self::Replicas(n),
+            Durable::All => Self::Word("all".to_owned()),
+        }
+    }
+}
+
+/// What `durable` takes behind Sentinel.
+const DURABLE_FORMAT: &str = "all or a number of replicas";
+
+fn parse_durable(value: &str) -> Option<Durable> {
+    match value {
+        "all" => Some(Durable::All),
+        n => n.parse().ok().map(Durable::Replicas),
+    }
 }
 
 /// Where a replicated store's loads read.
@@ -358,8 +424,7 @@ impl StoreConfig {
             }
             "redis+sentinel" => {
                 let prefix = options.take("prefix", |v| Some(v.to_owned()), "a string")?;
-                let durable =
-                    options.take("durable", |v| v.parse().ok(), "a number of replicas")?;
+                let durable = options.take("durable", parse_durable, DURABLE_FORMAT)?;
                 let durable_timeout_ms =
                     options.take("durable_timeout", parse_timeout, TIMEOUT_FORMAT)?;
                 let read_from_replicas = options
@@ -683,12 +748,24 @@ mod tests {
                 None,
             ),
             (
+                "redis+sentinel://s1:26379/m?durable=all",
+                Backend::RedisSentinel {
+                    sentinels: vec!["redis://s1:26379".into()],
+                    master: "m".into(),
+                    prefix: None,
+                    durable: Some(Durable::All),
+                    durable_timeout_ms: None,
+                    read_from_replicas: false,
+                },
+                None,
+            ),
+            (
                 "redis+sentinel://s1:26379/m?durable=2&durable_timeout=100ms&prefix=a:&timeout=1s&read_from=replicas",
                 Backend::RedisSentinel {
                     sentinels: vec!["redis://s1:26379".into()],
                     master: "m".into(),
                     prefix: Some("a:".into()),
-                    durable: Some(2),
+                    durable: Some(Durable::Replicas(2)),
                     durable_timeout_ms: Some(100),
                     read_from_replicas: true,
                 },
@@ -820,6 +897,20 @@ mod tests {
                 invalid("capacity", "-1", "a number of sessions"),
             ),
             ("memory://?prefix=x", unknown("memory", "prefix")),
+            // `durable=` takes `all` or a number behind Sentinel; a misspelt
+            // word is refused, and a cluster takes only a number.
+            (
+                "redis+sentinel://s1:26379/m?durable=al",
+                invalid("durable", "al", "all or a number of replicas"),
+            ),
+            (
+                "redis+sentinel://s1:26379/m?durable=ALL",
+                invalid("durable", "ALL", "all or a number of replicas"),
+            ),
+            (
+                "redis+cluster://c1:7000?durable=all",
+                invalid("durable", "all", "a number of replicas"),
+            ),
             // An option neither we nor the driver take is refused, named.
             ("postgres://u@db/app?bogus=1", unknown("postgres", "bogus")),
             (
@@ -897,7 +988,7 @@ mod tests {
             ),
             (
                 "redis+sentinel://s1:26379/m?durable=-1",
-                invalid("durable", "-1", "a number of replicas"),
+                invalid("durable", "-1", "all or a number of replicas"),
             ),
             (
                 "redis+sentinel://s1:26379/m?durable_timeout=soon",

@@ -7,7 +7,7 @@ mod config;
 mod migrating;
 
 pub use any::{AnyStore, ConnectError};
-pub use config::{Backend, ConfigError, ReadFrom, StoreConfig};
+pub use config::{Backend, ConfigError, Durable, ReadFrom, StoreConfig};
 pub use migrating::MigratingStore;
 pub use session_core::*;
 
